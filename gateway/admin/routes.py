@@ -1,0 +1,91 @@
+"""``/_gateway/*`` (SPEC §6). Health, readiness and the dashboard page are open; every
+other endpoint needs ``Authorization: Bearer <admin token>``, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.admin.status import StatusBoard
+from gateway.admin.triage import RecordWriter
+from gateway.envelope import json_response
+from gateway.errors import AdminUnauthorized, NotFound
+from gateway.middleware.caller_auth import bearer_token
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def admin_guard(admin_token: Callable[[], str | None]) -> Callable[[Handler], Handler]:
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            expected = admin_token()
+            given = bearer_token(request.headers.get("Authorization")) or ""
+            if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+                raise AdminUnauthorized("admin endpoints need Authorization: Bearer <admin token>")
+            return await handler(request)
+
+        return guarded
+
+    return wrap
+
+
+def admin_routes(
+    *,
+    readiness: Callable[[], list[str]],
+    status: StatusBoard,
+    records: RecordWriter,
+    metrics_text: Callable[[], Awaitable[bytes]] | None,
+    admin_token: Callable[[], str | None],
+) -> list[web.RouteDef]:
+    guard = admin_guard(admin_token)
+
+    async def health(_: web.Request) -> web.StreamResponse:
+        return json_response({"status": "ok"})
+
+    async def ready(_: web.Request) -> web.StreamResponse:
+        reasons = readiness()
+        if reasons:
+            return json_response({"status": "unavailable", "reasons": reasons}, status=503)
+        return json_response({"status": "ok"})
+
+    async def metrics(_: web.Request) -> web.StreamResponse:
+        assert metrics_text is not None
+        return web.Response(body=await metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def status_document(_: web.Request) -> web.StreamResponse:
+        return json_response(await status.document(), headers={"Cache-Control": "no-store"})
+
+    async def request_record(request: web.Request) -> web.StreamResponse:
+        request_id = request.match_info["request_id"]
+        record = await records.get(request_id)
+        if record is None:
+            raise NotFound(f"no record for request {request_id[:128]}")
+        return json_response(record)
+
+    async def dashboard(_: web.Request) -> web.StreamResponse:
+        page = resources.files("gateway.admin").joinpath("dashboard/index.html").read_bytes()
+        return web.Response(
+            body=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+            },
+        )
+
+    routes = [
+        web.get("/_gateway/health", health, name="health", allow_head=True),
+        web.get("/_gateway/ready", ready, name="ready", allow_head=True),
+        web.get("/_gateway/status", guard(status_document), name="status"),
+        web.get("/_gateway/requests/{request_id}", guard(request_record), name="request_record"),
+        web.get("/_gateway/dashboard", dashboard, name="dashboard"),
+    ]
+    if metrics_text is not None:
+        routes.append(web.get("/_gateway/metrics", guard(metrics), name="metrics"))
+    return routes

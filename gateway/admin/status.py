@@ -1,0 +1,138 @@
+"""``/_gateway/status``: live SLO figures, breakers, budgets, store and webhook health.
+
+Each process publishes a snapshot of its own figures to the store every
+``PUBLISH_INTERVAL_S``; the status document merges every live member's snapshot, so
+with several workers or replicas on one Redis any of them answers for the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from gateway.clock import Clock
+from gateway.errors import StoreError
+from gateway.record import RequestRecord
+from gateway.slo import SloTracker, merge
+from gateway.store.base import Store
+
+PUBLISH_INTERVAL_S = 2.0
+SNAPSHOT_TTL_S = 10.0
+RECENT_FAILURES = 50
+USAGE_WINDOW_S = 60
+
+
+def is_failure(record: RequestRecord) -> bool:
+    return (record.status or 0) >= 500 or record.status == 429
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        member_id: str,
+        latency_target_ms: float,
+        availability_target: float,
+        sections: dict[str, Callable[[], Any]],
+        extra_snapshot: Callable[[], dict[str, object]] = dict,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._member = member_id
+        self._latency_target_ms = latency_target_ms
+        self._availability_target = availability_target
+        self._sections = sections
+        self._extra_snapshot = extra_snapshot
+        self.slo = SloTracker(clock, latency_target_ms=latency_target_ms)
+        self._failures: deque[dict[str, object]] = deque(maxlen=RECENT_FAILURES)
+        self._usage: deque[tuple[float, str, str]] = deque()  # (time, environment, client)
+        self._task: asyncio.Task[None] | None = None
+
+    def observe(self, record: RequestRecord) -> None:
+        if record.client is None:  # admin, health and webhook calls are not the SLO's traffic
+            return
+        self.slo.observe(record.route, record.status or 0, record.latency_ms)
+        now = self._clock.monotonic()
+        for _ in record.attempts:
+            self._usage.append((now, record.environment or "", record.client))
+        while self._usage and self._usage[0][0] < now - USAGE_WINDOW_S:
+            self._usage.popleft()
+        if is_failure(record):
+            self._failures.appendleft(
+                {
+                    "requestId": record.request_id,
+                    "traceId": record.trace_id,
+                    "status": record.status,
+                    "errorCode": record.error_code,
+                    "route": record.route,
+                    "method": record.method,
+                    "client": record.client,
+                    "environment": record.environment,
+                    "at": record.started_at,
+                    "latencyMs": round(record.latency_ms, 1),
+                }
+            )
+
+    def snapshot(self) -> dict[str, object]:
+        usage: dict[str, int] = {}
+        for _, environment, client in self._usage:
+            usage[f"{environment}|{client}"] = usage.get(f"{environment}|{client}", 0) + 1
+        return {
+            "member": self._member,
+            "slo": self.slo.snapshot(),
+            "failures": list(self._failures),
+            "usage": usage,
+            **self._extra_snapshot(),
+        }
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._publish_forever(), name="status-publish")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def publish(self) -> None:
+        with contextlib.suppress(StoreError):
+            await self._store.put_snapshot(self._member, json.dumps(self.snapshot()).encode(), SNAPSHOT_TTL_S)
+
+    async def _publish_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            await self.publish()
+
+    async def other_members(self) -> list[dict[str, Any]]:
+        """The latest snapshots of every other live process sharing the store."""
+        try:
+            blobs = await self._store.snapshots()
+        except StoreError:
+            return []
+        return [s for s in (json.loads(b) for b in blobs) if s.get("member") != self._member]
+
+    async def document(self) -> dict[str, object]:
+        snapshots = [self.snapshot(), *await self.other_members()]
+        failures = sorted(
+            (f for s in snapshots for f in s["failures"]), key=lambda f: f["at"], reverse=True
+        )[:RECENT_FAILURES]
+        usage: dict[str, int] = {}
+        for s in snapshots:
+            for key, count in s["usage"].items():
+                usage[key] = usage.get(key, 0) + count
+        document: dict[str, object] = {
+            "members": [s["member"] for s in snapshots],
+            "targets": {"latencyMs": self._latency_target_ms, "availability": self._availability_target},
+            "slo": merge([s["slo"] for s in snapshots], self._availability_target),
+            "recentFailures": failures,
+            "budgetUseLastMinute": usage,
+        }
+        for name, section in self._sections.items():
+            document[name] = section()
+        return document

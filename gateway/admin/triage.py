@@ -1,0 +1,135 @@
+"""Triage records: written to the store in batches off the critical path, read back by
+requestId (``GET /_gateway/requests/{requestId}``), and rendered for ``pmc-gateway triage``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import OrderedDict
+
+import structlog
+
+from gateway.errors import StoreError
+from gateway.record import RequestRecord
+from gateway.store.base import Store
+
+log = structlog.get_logger("gateway.triage")
+
+RECORD_TTL_S = 7 * 86400
+
+
+class RecordWriter:
+    """Queues finished records and flushes them in one store round trip per batch."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ttl_s: float = RECORD_TTL_S,
+        flush_interval_s: float = 0.25,
+        max_batch: int = 500,
+        max_pending: int = 20_000,
+    ) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._interval = flush_interval_s
+        self._max_batch = max_batch
+        self._max_pending = max_pending
+        self._pending: OrderedDict[str, RequestRecord] = OrderedDict()
+        self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, record: RequestRecord) -> None:
+        self._pending[record.request_id] = record
+        if len(self._pending) > self._max_pending:  # store too slow: shed the oldest, count it
+            self._pending.popitem(last=False)
+            self.dropped += 1
+
+    def pending(self, request_id: str) -> RequestRecord | None:
+        return self._pending.get(request_id)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="triage-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._pending:
+            if not await self.flush():
+                break
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            while self._pending and await self.flush():
+                pass
+
+    async def flush(self) -> bool:
+        """Write up to one batch; True when it was written."""
+        batch = []
+        for request_id in list(self._pending)[: self._max_batch]:
+            batch.append((request_id, json.dumps(self._pending[request_id].to_json()).encode()))
+        if not batch:
+            return False
+        try:
+            await self._store.put_records(batch, self._ttl_s)
+        except StoreError as exc:
+            log.warning("triage_write_failed", error=str(exc), pending=len(self._pending))
+            return False
+        for request_id, _ in batch:
+            self._pending.pop(request_id, None)
+        return True
+
+    async def get(self, request_id: str) -> dict[str, object] | None:
+        record = self.pending(request_id)
+        if record is not None:
+            return record.to_json()
+        raw = await self._store.get_record(request_id)
+        return None if raw is None else json.loads(raw)
+
+
+def render(record: dict[str, object]) -> str:
+    """A record as an on-call engineer reads it: who, what, outcome, then where the time went."""
+    lines = [
+        f"request   {record['requestId']}",
+        f"trace     {record.get('traceId') or '-'}",
+        f"started   {record.get('startedAt')}",
+        f"caller    {record.get('client') or '-'} → environment {record.get('environment') or '-'}",
+        f"call      {record.get('method')} {record.get('path')}   (route {record.get('route')})",
+        f"outcome   {record.get('status')}"
+        + (f" {record['errorCode']}" if record.get("errorCode") else "")
+        + (" (replayed from idempotency store)" if record.get("replayed") else "")
+        + f" in {record.get('latencyMs')} ms",
+        f"upstream  requestId {record.get('upstreamRequestId') or '-'}"
+        + (f", jobId {record['jobId']}" if record.get("jobId") else ""),
+        f"breaker   {record.get('breakerState') or '-'}",
+    ]
+    if record.get("idempotencyKey"):
+        lines.append(f"idem key  {record['idempotencyKey']}")
+    attempts = record.get("attempts") or []
+    upstream_ms = sum(float(a.get("latencyMs") or 0) for a in attempts)  # type: ignore[union-attr]
+    backoff_ms = sum(float(a.get("delayMs") or 0) for a in attempts)  # type: ignore[union-attr]
+    budget_ms = float(record.get("budgetWaitMs") or 0)  # type: ignore[arg-type]
+    total = float(record.get("latencyMs") or 0)  # type: ignore[arg-type]
+    lines.append("")
+    lines.append(f"attempts  {len(attempts)}")  # type: ignore[arg-type]
+    for a in attempts:  # type: ignore[union-attr]
+        outcome = a.get("status") or a.get("error") or "?"
+        lines.append(
+            f"  #{a['attempt']}  waited {float(a.get('delayMs') or 0):8.1f} ms  →  {outcome!s:<22}"
+            f" in {float(a.get('latencyMs') or 0):8.1f} ms"
+        )
+    lines.append("")
+    lines.append("where the time went")
+    other = max(0.0, total - upstream_ms - backoff_ms - budget_ms)
+    for label, value in (
+        ("rate-budget wait", budget_ms),
+        ("retry backoff", backoff_ms),
+        ("upstream", upstream_ms),
+        ("gateway", other),
+    ):
+        lines.append(f"  {label:<17}{value:9.1f} ms")
+    return "\n".join(lines)

@@ -1,0 +1,348 @@
+"""The composition root: builds every shared thing once and composes the pipeline.
+
+Inbound (aiohttp middlewares, outermost first):
+    request_id → access_log (+ SERVER span) → error_envelope → path_safety → caller_auth
+
+Outbound (stages, outermost first), for ``/v1/**``:
+    idempotency → retry → breaker → rate_budget → credentials → upstream (one CLIENT span per attempt)
+
+Credentials sit innermost so no outer stage can see a key; the retry and breaker stages
+treat the gateway's own refusals (rate budget, open circuit) as final.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from gateway.admin.metrics import MetricsView
+from gateway.admin.routes import admin_routes
+from gateway.admin.status import StatusBoard
+from gateway.admin.triage import RecordWriter
+from gateway.chain import Chain, compose
+from gateway.clock import Clock, SystemClock
+from gateway.ids import ulid
+from gateway.middleware.access_log import access_log_middleware
+from gateway.middleware.caller_auth import ClientDirectory, caller_auth_middleware
+from gateway.middleware.error_envelope import error_envelope_middleware
+from gateway.middleware.path_safety import path_safety_middleware
+from gateway.middleware.request_id import request_id_middleware
+from gateway.proxy import proxy_handler
+from gateway.retry_budget import RetryBudget
+from gateway.settings import Secrets, Settings
+from gateway.stages.breaker import BreakerBoard, BreakerStage
+from gateway.stages.credentials import CredentialSource, CredentialsStage
+from gateway.stages.idempotency import IdempotencyStage
+from gateway.stages.rate_budget import RateBudgetStage, buckets_from
+from gateway.stages.retry import Backoff, RetryStage
+from gateway.store.base import Store
+from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
+from gateway.store.resilient import ResilientStore
+from gateway.telemetry import StageObservers, Telemetry
+from gateway.upstream import UpstreamClient
+
+log = structlog.get_logger("gateway.app")
+
+COMPONENTS: web.AppKey[Components] = web.AppKey("components")
+
+KEY_AGE_WARN_DAYS = 60
+KEY_AGE_ALARM_DAYS = 90
+
+
+@dataclass
+class Components:
+    """Everything shared by requests, built once per process."""
+
+    settings: Settings
+    secrets: Secrets
+    clock: Clock
+    member_id: str
+    store: Store
+    telemetry: Telemetry
+    credentials: CredentialSource
+    upstream: UpstreamClient
+    breakers: BreakerBoard
+    retry_budget: RetryBudget
+    records: RecordWriter
+    status: StatusBoard
+    metrics: MetricsView
+    chain: Chain
+    draining: bool = False
+    extras: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)
+
+    def readiness(self) -> list[str]:
+        reasons = []
+        if self.draining:
+            reasons.append("shutting down")
+        for environment in self.settings.environments:
+            if not self.credentials.has_key(environment):
+                reasons.append(f"no API key for environment {environment}")
+        if isinstance(self.store, ResilientStore) and not self.store.healthy:
+            reasons.append(f"store unreachable ({self.store.last_error}); budgets use the local share")
+        return reasons
+
+    def api_key_ages(self) -> list[tuple[str, float]]:
+        ages = []
+        today = datetime.fromtimestamp(self.clock.wall(), UTC).date()
+        for name, env in self.settings.environments.items():
+            rotated: date | None = env.api_key_rotated_at
+            if rotated is None and env.api_key_file:
+                try:
+                    rotated = datetime.fromtimestamp(Path(env.api_key_file).stat().st_mtime, UTC).date()
+                except OSError:
+                    rotated = None
+            if rotated is not None:
+                ages.append((name, float((today - rotated).days)))
+        return ages
+
+
+def make_store(settings: Settings, clock: Clock, member_id: str) -> Store:
+    if settings.store.is_memory:
+        return MemoryStore(clock)
+    return ResilientStore(
+        RedisStore(settings.store.url),
+        member_id=member_id,
+        min_members=settings.server.workers,
+        clock=clock,
+    )
+
+
+def build_components(
+    settings: Settings,
+    secrets: Secrets,
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    member_id: str | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Components:
+    clock = clock or SystemClock()
+    rng = rng or random.Random()
+    member_id = member_id or f"{socket.gethostname()}:{os.getpid()}:{ulid()[-6:]}"
+    store = make_store(settings, clock, member_id)
+    telemetry = Telemetry(settings.telemetry, member_id=member_id, span_exporter=span_exporter)
+    observers = StageObservers(telemetry)
+    credentials = CredentialSource(settings.environments, secrets.api_keys)
+    upstream = UpstreamClient(
+        base_urls={name: settings.base_url_of(name) for name in settings.environments},
+        connect_timeout_s=settings.upstream.connect_timeout_ms / 1000,
+        attempt_timeout_s=settings.upstream.attempt_timeout_ms / 1000,
+        clock=clock,
+        telemetry=telemetry,
+        ca_file=settings.upstream.ca_file,
+    )
+    breakers = BreakerBoard(
+        store=store,
+        fail_max=settings.breaker.fail_max,
+        reset_timeout_s=settings.breaker.reset_timeout_s,
+        probe_ttl_s=settings.upstream.attempt_timeout_ms / 1000 + 1,
+        member_id=member_id,
+        shared=not settings.store.is_memory,
+    )
+    retry_budget = RetryBudget(
+        percent=settings.retry.budget_percent,
+        min_per_second=settings.retry.min_retries_per_second,
+        window_s=settings.retry.budget_window_s,
+        clock=clock,
+    )
+    chain = compose(
+        [
+            IdempotencyStage(
+                store=store,
+                ttl_s=settings.idempotency.ttl_s,
+                lock_ttl_s=settings.upstream.deadline_ms / 1000 + 5,
+                observer=observers,
+            ),
+            RetryStage(
+                max_attempts=settings.retry.max_attempts,
+                backoff=Backoff(settings.retry.base_delay_ms / 1000, settings.retry.max_delay_ms / 1000, rng),
+                budget=retry_budget,
+                clock=clock,
+                observer=observers,
+            ),
+            BreakerStage(breakers),
+            RateBudgetStage(
+                store=store,
+                buckets=buckets_from(settings),
+                max_wait_s=settings.budget.max_wait_ms / 1000,
+                clock=clock,
+                observer=observers,
+            ),
+            CredentialsStage(credentials),
+        ],
+        upstream,
+        upstream.name,
+    )
+    records = RecordWriter(store)
+    metrics = MetricsView(telemetry.registry)
+    components = Components(
+        settings=settings,
+        secrets=secrets,
+        clock=clock,
+        member_id=member_id,
+        store=store,
+        telemetry=telemetry,
+        credentials=credentials,
+        upstream=upstream,
+        breakers=breakers,
+        retry_budget=retry_budget,
+        records=records,
+        status=None,  # type: ignore[arg-type]  # set just below: it reads the other components
+        metrics=metrics,
+        chain=chain,
+    )
+    components.status = StatusBoard(
+        store=store,
+        clock=clock,
+        member_id=member_id,
+        latency_target_ms=settings.telemetry.latency_target_ms,
+        availability_target=settings.telemetry.availability_target,
+        sections={
+            "breakers": lambda: breaker_section(components),
+            "budgets": lambda: budget_section(settings),
+            "store": lambda: store_section(components),
+            "apiKeys": lambda: key_age_section(components),
+        },
+        extra_snapshot=lambda: {"exposition": metrics.local().decode()},
+    )
+    telemetry.gauges.breaker_states = lambda: [
+        (*b.name.split(":", 1), b.state) for b in breakers.breakers.values()
+    ]
+    telemetry.gauges.store_up = lambda: not isinstance(store, ResilientStore) or store.healthy
+    telemetry.gauges.api_key_ages = components.api_key_ages
+    return components
+
+
+def breaker_section(c: Components) -> list[dict[str, object]]:
+    return [
+        {
+            "name": b.name,
+            "environment": b.name.split(":", 1)[0],
+            "route": b.name.split(":", 1)[1],
+            "state": b.state,
+            "failures": b.storage.counter,
+            "retryInS": max(0.0, round(b.seconds_until_trial(), 1)) if b.state == "open" else 0,
+        }
+        for b in sorted(c.breakers.breakers.values(), key=lambda b: b.name)
+    ]
+
+
+def budget_section(settings: Settings) -> list[dict[str, object]]:
+    return [
+        {
+            "environment": name,
+            "limitPerMinute": env.rate_limit_per_minute,
+            "clients": {
+                client: c.requests_per_minute
+                for client, c in settings.clients.items()
+                if name in c.environments
+            },
+        }
+        for name, env in settings.environments.items()
+    ]
+
+
+def store_section(c: Components) -> dict[str, object]:
+    store = c.store
+    if isinstance(store, ResilientStore):
+        return {"kind": store.kind, "healthy": store.healthy, "error": store.last_error, "members": store.members}
+    return {"kind": store.kind, "healthy": True, "error": None, "members": 1}
+
+
+def key_age_section(c: Components) -> list[dict[str, object]]:
+    out = []
+    for environment, days in c.api_key_ages():
+        level = "alarm" if days > KEY_AGE_ALARM_DAYS else "warn" if days > KEY_AGE_WARN_DAYS else "ok"
+        out.append({"environment": environment, "ageDays": days, "level": level})
+    return out
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    c = app[COMPONENTS]
+    await c.store.start()
+    await c.upstream.start()
+    await c.breakers.start()
+    await c.records.start()
+    await c.status.start()
+    log.info(
+        "gateway_started",
+        member=c.member_id,
+        store=c.store.kind,
+        chain=c.chain.describe(),
+        environments=sorted(c.settings.environments),
+    )
+    for name, days in c.api_key_ages():
+        if days > KEY_AGE_WARN_DAYS:
+            (log.error if days > KEY_AGE_ALARM_DAYS else log.warning)(
+                "api_key_old", environment=name, ageDays=days
+            )
+    yield
+    await c.status.close()
+    await c.records.close()
+    await c.breakers.close()
+    await c.upstream.close()
+    await c.store.close()
+    c.telemetry.shutdown()  # flushes batched spans and metrics
+
+
+def build_app(components: Components) -> web.Application:
+    """The aiohttp application for one process, from its components."""
+    settings = components.settings
+    app = web.Application(
+        middlewares=[
+            request_id_middleware(clock=components.clock),
+            access_log_middleware(
+                telemetry=components.telemetry,
+                clock=components.clock,
+                on_complete=(components.status.observe, _proxied(components.records.submit)),
+            ),
+            error_envelope_middleware(),
+            path_safety_middleware(),
+            caller_auth_middleware(directory=ClientDirectory(settings.clients)),
+        ],
+        client_max_size=settings.server.max_body_bytes,
+        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100},
+    )
+    app[COMPONENTS] = components
+    app.cleanup_ctx.append(_lifecycle)
+    app.add_routes(
+        admin_routes(
+            readiness=components.readiness,
+            status=components.status,
+            records=components.records,
+            metrics_text=components.metrics.group_text(components.status)
+            if settings.telemetry.prometheus
+            else None,
+            admin_token=lambda: components.secrets.admin_token,
+        )
+    )
+    app.router.add_route(
+        "*",
+        "/v1/{tail:.*}",
+        proxy_handler(
+            chain=components.chain,
+            clock=components.clock,
+            deadline_s=settings.upstream.deadline_ms / 1000,
+            max_body_bytes=settings.server.max_body_bytes,
+        ),
+        name="proxy",
+    )
+    return app
+
+
+def _proxied(submit: Callable[..., None]) -> Callable[..., None]:
+    def keep(record):  # type: ignore[no-untyped-def]
+        if record.client is not None:
+            submit(record)
+
+    return keep

@@ -1,0 +1,52 @@
+"""Injected time and randomness, so time logic is testable without sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+    def wall(self) -> float: ...
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock: monotonic for durations, wall time for timestamps on the wire."""
+
+    monotonic = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+
+@dataclass
+class ManualClock:
+    """A clock tests move by hand; ``sleep`` advances it instead of waiting."""
+
+    now: float = 1_000.0
+    wall_offset: float = 1_773_135_000.0
+    slept: list[float] = field(default_factory=list)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.wall_offset + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+
+
+def seeded_random(seed: int | None = None) -> random.Random:
+    return random.Random(seed)

@@ -1,0 +1,185 @@
+"""``pmc-gateway demo``: the simulator, the gateway (memory store) and light synthetic
+traffic in one process, with faults injected now and then so retries and breakers show.
+Prints the gateway URL, a curl that books through it, and the dashboard URL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from gateway import log, settings
+from gateway.app import build_components
+from gateway.serve import run_async, run_worker
+from gateway.sim.server import Faults, SimConfig, start_sim
+
+DEMO_CLIENT_TOKEN = "demo-client-token-booking-web"
+DEMO_ADMIN_TOKEN = "demo-admin-token-change-me"
+DEMO_SECRETS = {
+    "PMC_DEMO_LIVE_KEY": "pmc_live_demo_key_0001",
+    "PMC_DEMO_TEST_KEY": "pmc_test_demo_key_0001",
+    "PMC_GATEWAY_ADMIN_TOKEN": DEMO_ADMIN_TOKEN,
+    "PMC_WEBHOOK_SECRET": "whsec_demo_2f9c1e",
+}
+BOOKING = {
+    "eventTypeId": "evt_demo",
+    "invitee": {"name": "Jordan Lee", "email": "jordan@company.com"},
+    "start": "2026-03-10T09:30:00Z",
+    "timezone": "Asia/Kolkata",
+}
+
+
+def demo_document(gateway_port: int, sim_port: int) -> dict[str, object]:
+    upstream = f"http://127.0.0.1:{sim_port}"
+    return {
+        "server": {"listen": f"127.0.0.1:{gateway_port}", "shutdown_grace_s": 3},
+        "store": {"url": "memory://"},
+        "upstream": {"base_url": upstream, "attempt_timeout_ms": 1500, "deadline_ms": 6000},
+        "environments": {
+            "live": {"api_key_env": "PMC_DEMO_LIVE_KEY", "rate_limit_per_minute": 120},
+            "test": {"api_key_env": "PMC_DEMO_TEST_KEY", "rate_limit_per_minute": 120},
+        },
+        "clients": {
+            "booking-web": {
+                "token_sha256": settings.token_digest(DEMO_CLIENT_TOKEN),
+                "environments": ["live", "test"],
+            }
+        },
+        "breaker": {"fail_max": 5, "reset_timeout_s": 10},
+        "webhooks": {"secret_envs": ["PMC_WEBHOOK_SECRET"], "allow_insecure_http": True},
+    }
+
+
+async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str, int]) -> None:
+    """About one request a second, with a fault phase every minute."""
+    headers = {"Authorization": f"Bearer {DEMO_CLIENT_TOKEN}"}
+    calls = itertools.cycle(
+        [
+            ("GET", "/v1/availability?eventTypeId=evt_demo&date=2026-03-10&timezone=Asia/Kolkata", None, {}),
+            ("GET", "/v1/users/me", None, {}),
+            ("POST", "/v1/bookings", BOOKING, {"idempotency": True}),
+            ("GET", "/v1/availability?eventTypeId=evt_demo&date=2026-03-11&timezone=Asia/Kolkata", None, {"X-PMC-Environment": "test"}),
+            ("POST", "/v1/bookings", {**BOOKING, "invitee": {"name": "", "email": "nope"}}, {}),
+        ]
+    )
+    phases = [  # (second of the minute it starts, faults)
+        (0, {"errorRate": 0.0, "timeoutRate": 0.0}),
+        (25, {"errorRate": 0.2}),
+        (40, {"errorRate": 0.95}),
+        (50, {"errorRate": 0.0}),
+    ]
+    started = time.monotonic()
+    async with aiohttp.ClientSession(headers=headers) as session:
+        current = None
+        while not stop.is_set():
+            second = int(time.monotonic() - started) % 60
+            phase = max(p for p in phases if p[0] <= second)
+            if phase is not current:
+                current = phase
+                with contextlib.suppress(aiohttp.ClientError):
+                    await session.post(f"{sim}/_sim/faults", json=phase[1])
+            method, path, body, extra = next(calls)
+            request_headers = {k: v for k, v in extra.items() if k != "idempotency"}
+            if extra.get("idempotency"):
+                request_headers["Idempotency-Key"] = f"demo-{int(time.time() * 1000)}"
+            try:
+                async with session.request(method, gateway + path, json=body, headers=request_headers) as response:
+                    await response.read()
+                    stats["ok" if response.status < 500 else "failed"] += 1
+            except aiohttp.ClientError:
+                stats["failed"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.8)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    for name, value in DEMO_SECRETS.items():
+        os.environ.setdefault(name, value)
+    log_path = Path(tempfile.gettempdir()) / "pmc-gateway-demo.log"
+    log_file = log_path.open("a", buffering=1)
+    log.configure(stream=log_file)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        sim_runner, sim_port, _ = await start_sim(
+            SimConfig(port=args.sim_port, faults=Faults(latency_ms=120), job_eta_s=5)
+        )
+        config = settings.parse(demo_document(args.port, sim_port))
+        components = build_components(config, settings.resolve_secrets(config))
+        started = asyncio.Event()
+        bound: dict[str, int] = {}
+
+        def on_started(_: object, port: int) -> None:
+            bound["port"] = port
+            started.set()
+
+        gateway_stop = asyncio.Event()
+        gateway_task = asyncio.create_task(run_worker(components, on_started=on_started, stop=gateway_stop))
+        await asyncio.wait({gateway_task, asyncio.create_task(started.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        if gateway_task.done():
+            await gateway_task  # raises the start-up error
+        gateway = f"http://127.0.0.1:{bound['port']}"
+        sim = f"http://127.0.0.1:{sim_port}"
+        print(
+            f"""
+pmc-gateway demo is running (Ctrl-C stops everything)
+
+  gateway     {gateway}
+  simulator   {sim}   (PinmyCal API stand-in; faults at {sim}/_sim/faults)
+  dashboard   {gateway}/_gateway/dashboard   (admin token: {DEMO_ADMIN_TOKEN})
+  logs        {log_path}
+
+Book through the gateway (the gateway injects the PinmyCal key; you never hold it):
+
+  curl -s -X POST {gateway}/v1/bookings \\
+    -H 'Authorization: Bearer {DEMO_CLIENT_TOKEN}' \\
+    -H 'Content-Type: application/json' \\
+    -H 'Idempotency-Key: my-first-booking' \\
+    -d '{json.dumps(BOOKING, separators=(",", ":"))}'
+
+Then find everything about it by its requestId (the X-Request-Id response header):
+
+  PMC_GATEWAY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} pmc-gateway triage <requestId> --url {gateway}
+""",
+            flush=True,
+        )
+        stats = {"ok": 0, "failed": 0}
+        traffic = None if args.no_traffic else asyncio.create_task(_traffic(gateway, sim, stop, stats))
+        deadline = time.monotonic() + args.duration_s if args.duration_s else None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 10)
+            if traffic is not None and not stop.is_set():
+                print(f"  demo traffic: {stats['ok']} answered, {stats['failed']} failed (5xx)", flush=True)
+            if deadline is not None and time.monotonic() >= deadline:
+                stop.set()
+        print("stopping…", flush=True)
+        if traffic is not None:
+            await traffic
+        gateway_stop.set()
+        await gateway_task
+        await sim_runner.cleanup()
+        print("stopped.", flush=True)
+
+    try:
+        run_async(main)
+    finally:
+        log_file.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo(argparse.Namespace(port=8080, sim_port=0, no_traffic=False, duration_s=0)))

@@ -1,0 +1,115 @@
+"""One JSON access-log line and one SERVER span per request (SPEC §8), then the record
+goes to whoever keeps it (triage writer, SLO figures) — after the answer is decided."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from gateway import telemetry as names
+from gateway.clock import Clock
+from gateway.middleware.keys import RECORD
+from gateway.record import RequestRecord
+from gateway.telemetry import Telemetry
+
+access_log = structlog.get_logger("gateway.access")
+
+CLIENT_CLOSED = 499  # the caller went away before the answer (nginx's convention)
+
+
+def _route_of(request: web.Request, record: RequestRecord) -> str:
+    if record.route:
+        return record.route
+    match = request.match_info
+    resource = match.route.resource if match is not None and match.route is not None else None
+    if resource is None or (not match.route.name and resource.canonical == "/{tail:.*}"):
+        return "/{unmatched}"
+    return resource.canonical
+
+
+def access_log_middleware(
+    *,
+    telemetry: Telemetry,
+    clock: Clock,
+    on_complete: Sequence[Callable[[RequestRecord], None]] = (),
+) -> web.middleware:  # type: ignore[valid-type]
+    """Time the request inside a SERVER span, then log, measure and hand on its record."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        record = request[RECORD]
+        started = clock.monotonic()
+        carrier = {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))}
+        with telemetry.server_span(request.method, carrier) as span:
+            record.trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+            status = CLIENT_CLOSED
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except asyncio.CancelledError:
+                raise
+            finally:
+                elapsed = clock.monotonic() - started
+                record.status = status
+                record.latency_ms = elapsed * 1000
+                record.route = _route_of(request, record)
+                _finish_span(span, request, record)
+                telemetry.server_finished(
+                    method=record.method,
+                    route=record.route,
+                    status=status,
+                    client=record.client,
+                    environment=record.environment,
+                    seconds=elapsed,
+                )
+                access_log.info(
+                    "request",
+                    requestId=record.request_id,
+                    traceId=record.trace_id,
+                    client=record.client,
+                    environment=record.environment,
+                    method=record.method,
+                    route=record.route,
+                    status=status,
+                    latencyMs=round(record.latency_ms, 3),
+                    attempts=len(record.attempts),
+                    upstreamRequestId=record.upstream_request_id,
+                    errorCode=record.error_code,
+                )
+                for consumer in on_complete:
+                    consumer(record)
+
+    return middleware
+
+
+def _finish_span(span: trace.Span, request: web.Request, record: RequestRecord) -> None:
+    span.update_name(f"{record.method} {record.route}")
+    attributes = {
+        names.HTTP_METHOD: record.method,
+        names.HTTP_ROUTE: record.route,
+        names.HTTP_STATUS: record.status or 0,
+        names.URL_PATH: record.path,
+        names.URL_SCHEME: request.scheme,
+        names.PMC_REQUEST_ID: record.request_id,
+        names.PMC_ATTEMPTS: len(record.attempts),
+    }
+    if request.remote:
+        attributes[names.CLIENT_ADDRESS] = request.remote
+    if record.client:
+        attributes[names.PMC_CLIENT] = record.client
+    if record.environment:
+        attributes[names.PMC_ENVIRONMENT] = record.environment
+    if record.upstream_request_id:
+        attributes[names.PMC_UPSTREAM_REQUEST_ID] = record.upstream_request_id
+    span.set_attributes(attributes)
+    if record.status is not None and record.status >= 500:
+        error_type = record.error_code or str(record.status)
+        span.set_attribute(names.ERROR_TYPE, error_type)
+        span.set_status(Status(StatusCode.ERROR, error_type))

@@ -1,0 +1,152 @@
+"""Runs the gateway: one process, or ``workers`` processes on one port (SO_REUSEPORT).
+
+SIGTERM/SIGINT drain: readiness turns 503, the listener closes (new connections are
+refused), in-flight requests finish for up to ``shutdown_grace_s``, telemetry is
+flushed, exit 0. With several workers the parent forwards the signal to each one and
+restarts a worker that dies unexpectedly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway.app import Components, build_app, build_components
+from gateway.settings import Settings
+
+log = structlog.get_logger("gateway.serve")
+
+
+def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    tls = settings.server.tls
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # 1.0 and 1.1 handshakes are refused
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+def run_async(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` on uvloop when it is installed, else on asyncio's default loop."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+async def run_worker(
+    components: Components,
+    *,
+    reuse_port: bool = False,
+    on_started: Callable[[Components, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    settings = components.settings
+    app = build_app(components)
+    runner = web.AppRunner(
+        app, shutdown_timeout=settings.server.shutdown_grace_s, handle_signals=False, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.server.host,
+        settings.server.port,
+        reuse_port=reuse_port or None,
+        ssl_context=server_ssl_context(settings),
+        backlog=2048,
+    )
+    await site.start()
+    port = _bound_port(runner) or settings.server.port
+    if stop is None:  # standalone: signals drive the stop; embedded: the caller's event does
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    scheme = "https" if settings.server.tls else "http"
+    log.info("listening", url=f"{scheme}://{settings.server.host}:{port}", pid=os.getpid())
+    if on_started:
+        on_started(components, port)
+    await stop.wait()
+    components.draining = True
+    log.info("draining", graceS=settings.server.shutdown_grace_s)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None
+
+
+def serve(settings: Settings, secrets_loader: Callable[[], object]) -> int:
+    """Run until SIGTERM; returns the exit code."""
+    if settings.server.workers == 1:
+        run_async(lambda: run_worker(build_components(settings, secrets_loader())))  # type: ignore[arg-type]
+        return 0
+    return _supervise(settings, secrets_loader)
+
+
+def _supervise(settings: Settings, secrets_loader: Callable[[], object]) -> int:
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                run_async(
+                    lambda: run_worker(build_components(settings, secrets_loader()), reuse_port=True)  # type: ignore[arg-type]
+                )
+            except BaseException:
+                log.exception("worker_crashed", worker=index)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(settings.server.workers):
+        start(index)
+    log.info("supervising", workers=settings.server.workers, pid=os.getpid())
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        worst = max(worst, code if code > 0 else 0)
+        if not stopping and index is not None:
+            log.error("worker_exited", worker=index, code=code)
+            time.sleep(0.5)
+            start(index)
+    return worst

@@ -1,0 +1,465 @@
+"""Typed, frozen configuration (SPEC §3), validated once at start-up.
+
+The TOML file holds no secrets: it names the environment variable (``*_env``) or
+file (``*_file``) holding each one. :func:`load` parses and validates the schema;
+:func:`resolve_secrets` reads the secrets. Both report every problem as
+``field.path: message`` through :class:`ConfigError`, so ``check-config`` can print
+them all at once instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+# TOML arrays arrive as lists; frozen settings keep them as tuples (items stay strictly typed).
+StrTuple = Annotated[tuple[str, ...], Field(strict=False)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be host:port with a port in [0, 65535] (0: any free port), got {value!r}")
+    return value
+
+
+def _http_url(value: str, *, field: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{field} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class TlsSettings(_Section):
+    cert_file: str
+    key_file: str
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:8080"
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    admin_token_env: str = "PMC_GATEWAY_ADMIN_TOKEN"
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1_048_576
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 20
+    trusted_proxies: StrTuple = ()
+    tls: TlsSettings | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return _listen_address(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR block") from exc
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StoreSettings(_Section):
+    url: str = "memory://"
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("memory", "redis", "rediss"):
+            raise ValueError(f"must start with memory://, redis:// or rediss://, got {value!r}")
+        return value
+
+    @property
+    def is_memory(self) -> bool:
+        return self.url.startswith("memory:")
+
+
+class UpstreamSettings(_Section):
+    base_url: str = "https://api.pinmycal.com"
+    connect_timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
+    attempt_timeout_ms: Annotated[int, Field(ge=1, le=300_000)] = 2000
+    deadline_ms: Annotated[int, Field(ge=1, le=600_000)] = 8000
+    ca_file: str = ""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value, field="base_url")
+
+    @model_validator(mode="after")
+    def _deadline_covers_an_attempt(self) -> UpstreamSettings:
+        if self.deadline_ms < self.attempt_timeout_ms:
+            raise ValueError(
+                f"deadline_ms ({self.deadline_ms}) must be at least attempt_timeout_ms "
+                f"({self.attempt_timeout_ms})"
+            )
+        return self
+
+
+class EnvironmentSettings(_Section):
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    api_key_rotated_at: date | None = None
+    rate_limit_per_minute: PositiveInt = 120
+    base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value, field="base_url")
+
+    @field_validator("api_key_rotated_at", mode="before")
+    @classmethod
+    def _date(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError(f"must be a date like 2026-10-01, got {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> EnvironmentSettings:
+        if (self.api_key_env is None) == (self.api_key_file is None):
+            raise ValueError("set exactly one of api_key_env or api_key_file")
+        return self
+
+
+class ClientSettings(_Section):
+    token_sha256: str
+    environments: Annotated[tuple[str, ...], Field(min_length=1, strict=False)]
+    requests_per_minute: PositiveInt | None = None
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be the 64 hex digits of a sha256")
+        return value.lower()
+
+
+class RetrySettings(_Section):
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    base_delay_ms: Annotated[int, Field(ge=0, le=60_000)] = 100
+    max_delay_ms: Annotated[int, Field(ge=0, le=600_000)] = 2000
+    budget_percent: Annotated[float, Field(ge=0, le=100)] = 20
+    min_retries_per_second: Annotated[float, Field(ge=0, le=10_000)] = 3
+    budget_window_s: Annotated[int, Field(ge=1, le=600)] = 10
+
+    @model_validator(mode="after")
+    def _ordered_delays(self) -> RetrySettings:
+        if self.max_delay_ms < self.base_delay_ms:
+            raise ValueError(
+                f"max_delay_ms ({self.max_delay_ms}) must be at least base_delay_ms "
+                f"({self.base_delay_ms})"
+            )
+        return self
+
+
+class BreakerSettings(_Section):
+    fail_max: Annotated[int, Field(ge=1, le=10_000)] = 5
+    reset_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30
+
+
+class BudgetSettings(_Section):
+    max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
+
+
+class IdempotencySettings(_Section):
+    ttl_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+
+
+class TelemetrySettings(_Section):
+    service_name: Annotated[str, Field(min_length=1)] = "pmc-gateway"
+    otlp_endpoint: str = ""
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    prometheus: bool = True
+    latency_target_ms: Annotated[float, Field(gt=0, le=60_000)] = 180
+    availability_target: Annotated[float, Field(gt=0, lt=1)] = 0.9995
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return value if value == "" else _http_url(value, field="otlp_endpoint")
+
+
+EVENT_TYPES = ("booking.created", "booking.rescheduled", "booking.cancelled")
+
+
+class SubscriberSettings(_Section):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")]
+    url: str
+    events: Annotated[tuple[str, ...], Field(min_length=1, strict=False)] = EVENT_TYPES
+    secret_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value, field="url")
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [event for event in value if event not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {list(EVENT_TYPES)}")
+        return value
+
+
+class WebhookSettings(_Section):
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")] = "/webhooks/pinmycal"
+    secret_envs: StrTuple = ("PMC_WEBHOOK_SECRET", "PMC_WEBHOOK_SECRET_PREVIOUS")
+    tolerance_s: Annotated[int, Field(ge=1, le=86400)] = 300
+    dedupe_ttl_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 259200
+    allow_insecure_http: bool = False
+    delivery_base_delay_ms: Annotated[int, Field(ge=1, le=3_600_000)] = 1000
+    delivery_max_delay_s: Annotated[float, Field(gt=0, le=86400)] = 3600
+    delivery_horizon_s: Annotated[float, Field(gt=0, le=30 * 86400)] = 86400
+    subscribers: Annotated[tuple[SubscriberSettings, ...], Field(strict=False)] = ()
+
+    @field_validator("path")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith(("/v1/", "/_gateway/")) or value in ("/v1", "/_gateway"):
+            raise ValueError("must not be under /v1/ or /_gateway/")
+        return value
+
+    @model_validator(mode="after")
+    def _secure_subscribers(self) -> WebhookSettings:
+        names = [s.name for s in self.subscribers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"subscriber names must be unique, repeated: {duplicates}")
+        return self
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    environments: Annotated[dict[str, EnvironmentSettings], Field(min_length=1)]
+    clients: Annotated[dict[str, ClientSettings], Field(min_length=1)]
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
+    budget: BudgetSettings = BudgetSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    webhooks: WebhookSettings = WebhookSettings()
+
+    def base_url_of(self, environment: str) -> str:
+        return self.environments[environment].base_url or self.upstream.base_url
+
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _cross_checks(settings: Settings) -> list[str]:
+    """Rules spanning sections, reported with the path of the offending field."""
+    problems: list[str] = []
+    for name in settings.environments:
+        if not _NAME.match(name):
+            problems.append(f"environments.{name}: name must match [A-Za-z0-9._-]{{1,64}}")
+    seen_tokens: dict[str, str] = {}
+    for name, client in settings.clients.items():
+        if not _NAME.match(name):
+            problems.append(f"clients.{name}: name must match [A-Za-z0-9._-]{{1,64}}")
+        for env in client.environments:
+            if env not in settings.environments:
+                problems.append(
+                    f"clients.{name}.environments: unknown environment {env!r}; "
+                    f"defined: {sorted(settings.environments)}"
+                )
+        if client.token_sha256 in seen_tokens:
+            problems.append(
+                f"clients.{name}.token_sha256: same token as clients.{seen_tokens[client.token_sha256]}"
+            )
+        seen_tokens[client.token_sha256] = name
+    if settings.server.workers > 1 and settings.store.is_memory:
+        problems.append(
+            "server.workers: workers > 1 requires a shared store (store.url = \"redis://...\"); "
+            "memory:// is private to one process"
+        )
+    for i, sub in enumerate(settings.webhooks.subscribers):
+        if sub.url.startswith("http://") and not settings.webhooks.allow_insecure_http:
+            problems.append(
+                f"webhooks.subscribers.{i}.url: must be https:// unless "
+                "webhooks.allow_insecure_http = true"
+            )
+    return problems
+
+
+def _format_validation_error(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(file)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{path}: {message}")
+    return problems
+
+
+def parse(document: Mapping[str, object]) -> Settings:
+    """Validate an already-parsed TOML document; raise :class:`ConfigError` listing every problem."""
+    try:
+        settings = Settings.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+    problems = _cross_checks(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load(path: str | Path) -> Settings:
+    """Read and validate a TOML config file."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read {path}: {exc.strerror or exc}"]) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"(file): not valid TOML: {exc}"]) from None
+    return parse(document)
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """Every secret the gateway holds, read from the environment or files. Never logged."""
+
+    api_keys: Mapping[str, str]
+    admin_token: str | None
+    webhook_secrets: tuple[bytes, ...]
+    subscriber_secrets: Mapping[str, bytes]
+
+    def __repr__(self) -> str:  # keeps secrets out of tracebacks and debug output
+        return f"Secrets(environments={sorted(self.api_keys)}, admin_token={'set' if self.admin_token else 'unset'})"
+
+
+API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")
+
+
+def read_api_key(
+    env: EnvironmentSettings, environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """Return ``(key, problem)``: the environment's current key from its source."""
+    if env.api_key_env is not None:
+        value = environ.get(env.api_key_env)
+        if value is None:
+            return None, f"environment variable {env.api_key_env} is not set"
+        source = f"environment variable {env.api_key_env}"
+    else:
+        assert env.api_key_file is not None  # guaranteed by _one_key_source
+        try:
+            value = Path(env.api_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"cannot read {env.api_key_file}: {getattr(exc, 'strerror', None) or exc}"
+        source = f"file {env.api_key_file}"
+    value = value.strip()
+    if not API_KEY.match(value):
+        return None, f"{source} does not hold a usable API key (8-512 printable characters)"
+    return value, None
+
+
+def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Secrets:
+    """Read every secret the config names; raise :class:`ConfigError` listing all that are missing."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    api_keys: dict[str, str] = {}
+    for name, env in settings.environments.items():
+        key, problem = read_api_key(env, environ)
+        field = "api_key_env" if env.api_key_env is not None else "api_key_file"
+        if problem:
+            problems.append(f"environments.{name}.{field}: {problem}")
+        else:
+            assert key is not None
+            api_keys[name] = key
+
+    admin_token = None
+    if settings.server.admin_token_env:
+        admin_token = environ.get(settings.server.admin_token_env)
+        if not admin_token:
+            problems.append(
+                f"server.admin_token_env: environment variable {settings.server.admin_token_env} is not set"
+            )
+        elif len(admin_token) < 16:
+            problems.append("server.admin_token_env: the admin token must be at least 16 characters")
+
+    webhook_secrets = tuple(
+        environ[name].encode() for name in settings.webhooks.secret_envs if environ.get(name)
+    )
+    if settings.webhooks.secret_envs and not webhook_secrets:
+        problems.append(
+            "webhooks.secret_envs: none of "
+            + ", ".join(settings.webhooks.secret_envs)
+            + " is set (set one, or secret_envs = [] to turn webhook ingress off)"
+        )
+
+    subscriber_secrets: dict[str, bytes] = {}
+    for i, sub in enumerate(settings.webhooks.subscribers):
+        if sub.secret_env is None:
+            continue
+        value = environ.get(sub.secret_env)
+        if not value:
+            problems.append(
+                f"webhooks.subscribers.{i}.secret_env: environment variable {sub.secret_env} is not set"
+            )
+        else:
+            subscriber_secrets[sub.name] = value.encode()
+
+    if settings.server.tls is not None:
+        for field in ("cert_file", "key_file"):
+            file = getattr(settings.server.tls, field)
+            if not Path(file).is_file():
+                problems.append(f"server.tls.{field}: no such file {file}")
+    if settings.upstream.ca_file and not Path(settings.upstream.ca_file).is_file():
+        problems.append(f"upstream.ca_file: no such file {settings.upstream.ca_file}")
+
+    if problems:
+        raise ConfigError(problems)
+    return Secrets(api_keys, admin_token, webhook_secrets, subscriber_secrets)
+
+
+def token_digest(token: str) -> str:
+    """The hex sha256 a client's ``token_sha256`` holds."""
+    return hashlib.sha256(token.encode()).hexdigest()

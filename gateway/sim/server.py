@@ -1,0 +1,486 @@
+"""The PinmyCal API simulator (SPEC §1, §9): the demo's, the tests' and the benchmark's upstream.
+
+Implements the quickstart's endpoints and payloads with long-tailed latency around a
+mean (log-normal), the per-key rate limit with 429 + Retry-After, live/test and expired
+keys, 422 field errors, 202 jobs, idempotent bookings, signed webhooks for booking
+changes, and fault injection by flags or at runtime through ``/_sim/faults``.
+``/_sim/requests`` lists what the simulator received, so tests can check what a
+gateway really sent upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import math
+import os
+import random
+import re
+import string
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+import aiohttp
+from aiohttp import web
+
+KEY_PATTERN = re.compile(r"^pmc_(live|test)_[A-Za-z0-9_]{4,}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+TIMEZONE = re.compile(r"^(UTC|[A-Za-z]+(/[A-Za-z0-9_+\-]+)+)$")
+SIGMA = 0.6  # log-normal shape: a long tail, p99 ≈ 3× the mean
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 180.0
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    slow_rate: float = 0.0
+    extra_latency_ms: float = 0.0
+    storm_until: float = 0.0  # wall time until which every request gets 429
+    storm_retry_after_s: int = 5
+    hang_s: float = 30.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "latencyMs": self.latency_ms,
+            "errorRate": self.error_rate,
+            "timeoutRate": self.timeout_rate,
+            "slowRate": self.slow_rate,
+            "extraLatencyMs": self.extra_latency_ms,
+            "stormRemainingS": max(0.0, round(self.storm_until - time.time(), 3)),
+            "stormRetryAfterS": self.storm_retry_after_s,
+            "hangS": self.hang_s,
+        }
+
+
+@dataclass
+class SimConfig:
+    host: str = "127.0.0.1"
+    port: int = 8099
+    rate_limit: int = 120
+    expired_keys: tuple[str, ...] = ()
+    webhook_url: str = ""
+    webhook_secret: bytes = b""
+    webhook_base_delay_s: float = 1.0
+    webhook_horizon_s: float = 86400.0
+    job_eta_s: float = 15.0
+    seed: int | None = None
+    faults: Faults = field(default_factory=Faults)
+
+
+def _short_id(rng: random.Random, prefix: str, n: int = 5) -> str:
+    return prefix + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """PinmyCal's webhook signature (SPEC §7)."""
+    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+class Simulator:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.faults = config.faults
+        self.rng = random.Random(config.seed)
+        self.expired = set(config.expired_keys)
+        self.windows: dict[str, deque[float]] = {}
+        self.bookings: dict[str, dict[str, object]] = {}
+        self.idempotent: dict[tuple[str, str], tuple[int, dict[str, object]]] = {}
+        self.jobs: dict[str, dict[str, object]] = {}
+        self.next_booking = 1027
+        self.next_job = 4421
+        self.received: deque[dict[str, object]] = deque(maxlen=20_000)
+        self.webhooks: asyncio.Queue[tuple[int, bytes, float]] = asyncio.Queue()
+        self.webhook_log: list[dict[str, object]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _reply(self, status: int, payload: dict[str, object], headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            status=status,
+            body=json.dumps(payload, separators=(",", ":")).encode(),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    def _error(self, status: int, code: str, message: str, request_id: str, **extra: object) -> web.Response:
+        headers = {}
+        if "retry_after" in extra:
+            headers["Retry-After"] = str(extra.pop("retry_after"))
+        payload = {"status": "error", "code": code, "message": message, "requestId": request_id, **extra}
+        return self._reply(status, payload, headers)
+
+    async def _latency(self, slow: bool) -> None:
+        mean = self.faults.latency_ms
+        delay = 0.0
+        if mean > 0:
+            mu = math.log(mean) - SIGMA**2 / 2
+            delay = min(self.rng.lognormvariate(mu, SIGMA), mean * 20)
+        if slow:
+            delay = max(delay, mean) * 10
+        delay += self.faults.extra_latency_ms
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)
+
+    def _rate_check(self, key: str) -> int | None:
+        """Seconds until the key may call again, or None when it may call now."""
+        now = time.monotonic()
+        window = self.windows.setdefault(key, deque())
+        while window and window[0] <= now - 60:
+            window.popleft()
+        if len(window) >= self.config.rate_limit:
+            return max(1, math.ceil(window[0] + 60 - now))
+        window.append(now)
+        return None
+
+    # -- the middleware every /v1 request passes ------------------------------------------
+    @web.middleware
+    async def gate(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        request_id = _short_id(self.rng, "req_")
+        request["sim_request_id"] = request_id
+        authorization = request.headers.get("Authorization", "")
+        self.received.append(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "authorization": authorization,
+                "requestId": request.headers.get("X-Request-Id"),
+                "idempotencyKey": request.headers.get("Idempotency-Key"),
+                "traceparent": request.headers.get("traceparent"),
+                "headers": sorted(k.lower() for k in request.headers),
+                "t": time.monotonic(),
+                "wall": time.time(),
+            }
+        )
+        faults = self.faults
+        if time.time() < faults.storm_until:
+            return self._error(429, "RATE_LIMITED", "Too many requests", request_id, retry_after=faults.storm_retry_after_s)
+        scheme, _, key = authorization.partition(" ")
+        if scheme != "Bearer" or not KEY_PATTERN.match(key):
+            return self._error(401, "INVALID_TOKEN", "Missing or malformed bearer token", request_id)
+        if key in self.expired:
+            return self._error(401, "INVALID_TOKEN", "Bearer token expired", request_id)
+        wait = self._rate_check(key)
+        if wait is not None:
+            return self._error(429, "RATE_LIMITED", f"Rate limit of {self.config.rate_limit} requests/minute exceeded", request_id, retry_after=wait)
+        roll = self.rng.random()
+        if roll < faults.timeout_rate:
+            await asyncio.sleep(faults.hang_s)
+            return self._error(504, "UPSTREAM_TIMEOUT", "Timed out", request_id)
+        roll -= faults.timeout_rate
+        if roll < faults.error_rate:
+            await self._latency(slow=False)
+            status = self.rng.choice((500, 502, 503, 503))
+            return self._error(status, "INTERNAL", "Transient upstream error", request_id)
+        roll -= faults.error_rate
+        await self._latency(slow=roll < faults.slow_rate)
+        if "readonly" in key and request.method not in ("GET", "HEAD", "OPTIONS"):
+            return self._error(403, "INSUFFICIENT_SCOPE", "This key may only read", request_id)
+        request["sim_key"] = key
+        return await handler(request)
+
+    # -- the API ---------------------------------------------------------------------------
+    async def users_me(self, request: web.Request) -> web.Response:
+        env = "live" if request["sim_key"].startswith("pmc_live_") else "test"
+        return self._reply(200, {"status": "ok", "user": {"id": "usr_1", "name": "Demo Owner", "email": "owner@company.com", "environment": env}, "requestId": request["sim_request_id"]})
+
+    async def availability(self, request: web.Request) -> web.Response:
+        query = request.query
+        errors = []
+        if not query.get("eventTypeId"):
+            errors.append({"field": "eventTypeId", "message": "is required"})
+        day = query.get("date", "")
+        try:
+            datetime.strptime(day, "%Y-%m-%d")
+        except ValueError:
+            errors.append({"field": "date", "message": "must be a date like 2026-03-10"})
+        if not TIMEZONE.match(query.get("timezone", "")):
+            errors.append({"field": "timezone", "message": "must be an IANA time zone like Asia/Kolkata"})
+        if errors:
+            return self._error(422, "VALIDATION_FAILED", "Invalid query parameters", request["sim_request_id"], errors=errors)
+        return self._reply(200, {"status": "ok", "slots": [f"{day}T09:30:00Z", f"{day}T11:00:00Z"]})
+
+    def _validate_booking(self, payload: object) -> list[dict[str, str]]:
+        if not isinstance(payload, dict):
+            return [{"field": "(body)", "message": "must be a JSON object"}]
+        errors = []
+        if not isinstance(payload.get("eventTypeId"), str) or not payload["eventTypeId"]:
+            errors.append({"field": "eventTypeId", "message": "is required"})
+        invitee = payload.get("invitee")
+        if not isinstance(invitee, dict):
+            errors.append({"field": "invitee", "message": "is required"})
+        else:
+            if not isinstance(invitee.get("name"), str) or not invitee["name"].strip():
+                errors.append({"field": "invitee.name", "message": "is required"})
+            if not isinstance(invitee.get("email"), str) or not EMAIL.match(invitee["email"]):
+                errors.append({"field": "invitee.email", "message": "must be an email address"})
+        start = payload.get("start")
+        try:
+            if not isinstance(start, str) or not start.endswith("Z"):
+                raise ValueError
+            datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            errors.append({"field": "start", "message": "must be an RFC 3339 UTC time like 2026-03-10T09:30:00Z"})
+        if not isinstance(payload.get("timezone"), str) or not TIMEZONE.match(payload["timezone"]):
+            errors.append({"field": "timezone", "message": "must be an IANA time zone like Asia/Kolkata"})
+        return errors
+
+    async def create_booking(self, request: web.Request) -> web.Response:
+        request_id = request["sim_request_id"]
+        try:
+            payload = json.loads(await request.read() or b"null")
+        except ValueError:
+            return self._error(422, "VALIDATION_FAILED", "Body is not valid JSON", request_id, errors=[{"field": "(body)", "message": "must be JSON"}])
+        errors = self._validate_booking(payload)
+        if errors:
+            return self._error(422, "VALIDATION_FAILED", "Invalid booking", request_id, errors=errors)
+        idem = request.headers.get("Idempotency-Key")
+        if idem and (request["sim_key"], idem) in self.idempotent:
+            status, stored = self.idempotent[(request["sim_key"], idem)]
+            return self._reply(status, stored)
+        if request.headers.get("Prefer") == "respond-async" or payload.get("async") is True:
+            job_id = f"job_{self.next_job}"
+            self.next_job += 1
+            self.jobs[job_id] = {"payload": payload, "ready_at": time.monotonic() + self.config.job_eta_s}
+            body: dict[str, object] = {"status": "accepted", "jobId": job_id, "eta": f"{self.config.job_eta_s:g}s", "requestId": request_id}
+            status = 202
+        else:
+            booking = self._book(payload)
+            body = {"status": "ok", "bookingId": booking["bookingId"], "meetingUrl": booking["meetingUrl"], "requestId": request_id}
+            status = 200
+        if idem:
+            self.idempotent[(request["sim_key"], idem)] = (status, body)
+        return self._reply(status, body)
+
+    def _book(self, payload: dict[str, object]) -> dict[str, object]:
+        booking_id = f"bk_{self.next_booking}"
+        self.next_booking += 1
+        booking = {
+            "bookingId": booking_id,
+            "meetingUrl": "https://meet.google.com/abc-defg-hij",
+            "eventTypeId": payload["eventTypeId"],
+            "invitee": payload["invitee"],
+            "start": payload["start"],
+            "timezone": payload["timezone"],
+            "state": "confirmed",
+        }
+        self.bookings[booking_id] = booking
+        self._emit("booking.created", booking)
+        return booking
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["job_id"])
+        if job is None:
+            return self._error(404, "NOT_FOUND", "No such job", request["sim_request_id"])
+        if time.monotonic() < job["ready_at"]:  # type: ignore[operator]
+            return self._reply(200, {"status": "ok", "jobId": request.match_info["job_id"], "state": "pending"})
+        if "booking" not in job:
+            job["booking"] = self._book(job["payload"])  # type: ignore[arg-type]
+        return self._reply(200, {"status": "ok", "jobId": request.match_info["job_id"], "state": "completed", "result": job["booking"]})
+
+    async def get_booking(self, request: web.Request) -> web.Response:
+        booking = self.bookings.get(request.match_info["booking_id"])
+        if booking is None:
+            return self._error(404, "NOT_FOUND", "No such booking", request["sim_request_id"])
+        return self._reply(200, {"status": "ok", "booking": booking, "requestId": request["sim_request_id"]})
+
+    async def reschedule(self, request: web.Request) -> web.Response:
+        booking = self.bookings.get(request.match_info["booking_id"])
+        if booking is None:
+            return self._error(404, "NOT_FOUND", "No such booking", request["sim_request_id"])
+        try:
+            payload = json.loads(await request.read() or b"{}")
+            start = payload["start"]
+            datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self._error(422, "VALIDATION_FAILED", "Invalid reschedule", request["sim_request_id"], errors=[{"field": "start", "message": "must be an RFC 3339 UTC time"}])
+        booking["start"] = start
+        self._emit("booking.rescheduled", booking)
+        return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "start": start, "requestId": request["sim_request_id"]})
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        booking = self.bookings.get(request.match_info["booking_id"])
+        if booking is None:
+            return self._error(404, "NOT_FOUND", "No such booking", request["sim_request_id"])
+        booking["state"] = "cancelled"
+        self._emit("booking.cancelled", booking)
+        return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "state": "cancelled", "requestId": request["sim_request_id"]})
+
+    # -- webhooks ----------------------------------------------------------------------------
+    def _emit(self, event_type: str, booking: dict[str, object]) -> None:
+        if not self.config.webhook_url:
+            return
+        event = {
+            "eventId": "evt_" + "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(12)),
+            "type": event_type,
+            "createdAt": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "data": {k: booking[k] for k in ("bookingId", "start", "timezone", "state")},
+        }
+        self.webhooks.put_nowait((0, json.dumps(event, separators=(",", ":")).encode(), time.monotonic()))
+
+    async def _send_webhooks(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                attempt, body, first = await self.webhooks.get()
+                task = asyncio.create_task(self._deliver(session, attempt, body, first))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, session: aiohttp.ClientSession, attempt: int, body: bytes, first: float) -> None:
+        if attempt:
+            delay = self.config.webhook_base_delay_s * 2 ** (attempt - 1)
+            await asyncio.sleep(delay * (0.5 + self.rng.random() / 2))
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-PMC-Timestamp": timestamp,
+            "X-PMC-Signature": sign(self.config.webhook_secret, timestamp, body),
+        }
+        status: int | None = None
+        try:
+            async with session.post(self.config.webhook_url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = None
+        self.webhook_log.append({"eventId": json.loads(body)["eventId"], "attempt": attempt, "status": status})
+        if (status is None or status >= 300) and time.monotonic() - first < self.config.webhook_horizon_s:
+            self.webhooks.put_nowait((attempt + 1, body, first))
+
+    # -- runtime control -----------------------------------------------------------------
+    async def get_faults(self, _: web.Request) -> web.Response:
+        return self._reply(200, self.faults.to_json())
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = json.loads(await request.read())
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            names = {"latencyMs": "latency_ms", "errorRate": "error_rate", "timeoutRate": "timeout_rate", "slowRate": "slow_rate", "extraLatencyMs": "extra_latency_ms", "stormRetryAfterS": "storm_retry_after_s", "hangS": "hang_s"}
+            for key, value in changes.items():
+                if key == "stormS":
+                    self.faults.storm_until = time.time() + float(value)
+                elif key in names:
+                    if not isinstance(value, int | float) or value < 0:
+                        raise ValueError(f"{key} must be a number >= 0")
+                    setattr(self.faults, names[key], type(getattr(self.faults, names[key]))(value))
+                else:
+                    raise ValueError(f"unknown fault {key!r}; known: {sorted([*names, 'stormS'])}")
+        except (ValueError, TypeError) as exc:
+            return self._reply(400, {"status": "error", "code": "BAD_REQUEST", "message": str(exc)})
+        return self._reply(200, self.faults.to_json())
+
+    async def requests_seen(self, request: web.Request) -> web.Response:
+        since = float(request.query.get("since", "0"))
+        return self._reply(200, {"requests": [r for r in self.received if r["wall"] >= since]})
+
+    async def reset_requests(self, _: web.Request) -> web.Response:
+        self.received.clear()
+        self.windows.clear()
+        return self._reply(200, {"status": "ok"})
+
+    async def set_keys(self, request: web.Request) -> web.Response:
+        changes = json.loads(await request.read())
+        self.expired.update(changes.get("expire", []))
+        self.expired.difference_update(changes.get("unexpire", []))
+        return self._reply(200, {"status": "ok", "expired": len(self.expired)})
+
+    async def webhook_status(self, _: web.Request) -> web.Response:
+        return self._reply(200, {"deliveries": self.webhook_log, "queued": self.webhooks.qsize()})
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.gate])
+        app.add_routes(
+            [
+                web.get("/v1/users/me", self.users_me),
+                web.get("/v1/availability", self.availability),
+                web.post("/v1/bookings", self.create_booking),
+                web.get("/v1/bookings/{booking_id}", self.get_booking),
+                web.post("/v1/bookings/{booking_id}/reschedule", self.reschedule),
+                web.post("/v1/bookings/{booking_id}/cancel", self.cancel),
+                web.delete("/v1/bookings/{booking_id}", self.cancel),
+                web.get("/v1/jobs/{job_id}", self.get_job),
+                web.get("/_sim/faults", self.get_faults),
+                web.post("/_sim/faults", self.set_faults),
+                web.get("/_sim/requests", self.requests_seen),
+                web.delete("/_sim/requests", self.reset_requests),
+                web.post("/_sim/keys", self.set_keys),
+                web.get("/_sim/webhooks", self.webhook_status),
+            ]
+        )
+
+        async def webhook_sender(_: web.Application):  # type: ignore[no-untyped-def]
+            task = asyncio.create_task(self._send_webhooks()) if self.config.webhook_url else None
+            yield
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for pending in list(self._tasks):
+                pending.cancel()
+
+        app.cleanup_ctx.append(webhook_sender)
+        return app
+
+
+async def start_sim(config: SimConfig) -> tuple[web.AppRunner, int, Simulator]:
+    """Start a simulator on ``config.port`` (0 = any free port); returns its runner and port."""
+    simulator = Simulator(config)
+    runner = web.AppRunner(simulator.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=2048)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    return runner, port, simulator
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    secret = os.environ.get(args.webhook_secret_env, "")
+    return SimConfig(
+        host=args.host,
+        port=args.port,
+        rate_limit=max(1, args.rate_limit),
+        expired_keys=tuple(args.expired_key),
+        webhook_url=args.webhook_url,
+        webhook_secret=secret.encode(),
+        seed=args.seed,
+        faults=Faults(
+            latency_ms=args.latency_ms,
+            error_rate=args.error_rate,
+            timeout_rate=args.timeout_rate,
+            slow_rate=args.slow_rate,
+            extra_latency_ms=args.extra_latency_ms,
+            storm_until=time.time() + args.storm_s if args.storm_s else 0.0,
+        ),
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from gateway.serve import run_async
+
+    config = config_from_args(args)
+    if config.webhook_url and not config.webhook_secret:
+        print(f"pmc-gateway sim: error: --webhook-url needs the secret in ${args.webhook_secret_env}", flush=True)
+        return 2
+
+    async def main() -> None:
+        import signal
+
+        runner, port, _ = await start_sim(config)
+        print(json.dumps({"event": "sim_listening", "url": f"http://{config.host}:{port}", "faults": asdict(config.faults)}), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    run_async(main)
+    return 0

@@ -1,0 +1,150 @@
+"""``memory://``: the store for one process (``workers = 1``), and the local fallback
+when Redis is unreachable. Nothing here survives a restart; every structure is bounded."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from gateway.clock import Clock, SystemClock
+from gateway.store import gcra
+from gateway.store.base import (
+    Admission,
+    BreakerTransition,
+    Bucket,
+    IdempotencyEntry,
+    IdempotencyState,
+)
+
+MAX_RECORDS = 20_000
+MAX_IDEMPOTENCY_ENTRIES = 100_000
+
+
+class _ExpiringMap:
+    """Insertion-ordered map with per-entry expiry; the oldest go first when full."""
+
+    def __init__(self, clock: Clock, max_entries: int) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._items: OrderedDict[str, tuple[float, object]] = OrderedDict()
+
+    def get(self, key: str) -> object | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires <= self._clock.monotonic():
+            del self._items[key]
+            return None
+        return value
+
+    def set(self, key: str, value: object, ttl_s: float) -> None:
+        self._items[key] = (self._clock.monotonic() + ttl_s, value)
+        self._items.move_to_end(key)
+        self._prune()
+
+    def delete(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def keys(self) -> list[str]:
+        return list(self._items)
+
+    def _prune(self) -> None:
+        now = self._clock.monotonic()
+        while self._items:
+            key, (expires, _) = next(iter(self._items.items()))
+            if expires > now and len(self._items) <= self._max:
+                break
+            del self._items[key]
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self, clock: Clock | None = None, *, max_records: int = MAX_RECORDS) -> None:
+        self._clock = clock or SystemClock()
+        self._tats: dict[str, float] = {}
+        self._pauses: dict[str, float] = {}
+        self._breakers: dict[str, BreakerTransition] = {}
+        self._probes = _ExpiringMap(self._clock, 10_000)
+        self._idempotency = _ExpiringMap(self._clock, MAX_IDEMPOTENCY_ENTRIES)
+        self._records = _ExpiringMap(self._clock, max_records)
+        self._members = _ExpiringMap(self._clock, 1_000)
+        self._snapshots = _ExpiringMap(self._clock, 1_000)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    # -- rate budget --------------------------------------------------------
+    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
+        now = self._clock.monotonic()
+        return gcra.admit(self._tats, self._pauses.get(pause_tag, 0.0), buckets, now, max_wait_s)
+
+    async def pause(self, pause_tag: str, seconds: float) -> None:
+        until = self._clock.monotonic() + seconds
+        self._pauses[pause_tag] = max(self._pauses.get(pause_tag, 0.0), until)
+
+    # -- breaker ------------------------------------------------------------
+    async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
+        current = self._breakers.get(name)
+        if current is None or transition.at >= current.at:
+            self._breakers[name] = transition
+
+    async def breaker_transitions(self) -> dict[str, BreakerTransition]:
+        return dict(self._breakers)
+
+    async def claim_probe(self, name: str, ttl_s: float) -> bool:
+        if self._probes.get(name) is not None:
+            return False
+        self._probes.set(name, True, ttl_s)
+        return True
+
+    # -- idempotency --------------------------------------------------------
+    async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:
+        existing = self._idempotency.get(scope)
+        if isinstance(existing, IdempotencyEntry):
+            return existing
+        self._idempotency.set(scope, IdempotencyEntry(IdempotencyState.IN_FLIGHT, fingerprint), lock_ttl_s)
+        return IdempotencyEntry(IdempotencyState.NEW, fingerprint)
+
+    async def idempotency_complete(self, scope: str, fingerprint: str, response: bytes, ttl_s: float) -> None:
+        self._idempotency.set(scope, IdempotencyEntry(IdempotencyState.DONE, fingerprint, response), ttl_s)
+
+    async def idempotency_release(self, scope: str, fingerprint: str) -> None:
+        existing = self._idempotency.get(scope)
+        if (
+            isinstance(existing, IdempotencyEntry)
+            and existing.state is IdempotencyState.IN_FLIGHT
+            and existing.fingerprint == fingerprint
+        ):
+            self._idempotency.delete(scope)
+
+    # -- triage records -----------------------------------------------------
+    async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        for request_id, payload in records:
+            self._records.set(request_id, payload, ttl_s)
+
+    async def get_record(self, request_id: str) -> bytes | None:
+        value = self._records.get(request_id)
+        return value if isinstance(value, bytes) else None
+
+    # -- membership ---------------------------------------------------------
+    async def heartbeat(self, member: str, ttl_s: float) -> int:
+        self._members.set(member, True, ttl_s)
+        return len(self._members)
+
+    async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
+        self._snapshots.set(member, blob, ttl_s)
+
+    async def snapshots(self) -> list[bytes]:
+        found = (self._snapshots.get(member) for member in list(self._snapshots.keys()))
+        return [blob for blob in found if isinstance(blob, bytes)]

@@ -1,0 +1,183 @@
+"""``redis://``: the store every worker and replica shares.
+
+Every decision on the request path is one round trip: a Lua script (``redis_scripts/``)
+or a pipeline. Each call has a tight timeout and any failure becomes ``StoreError``.
+Keys live under ``pmcgw:`` and carry hash tags (``{live}``) so the keys one script
+touches sit in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from redis import RedisError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from gateway.errors import StoreError
+from gateway.store.base import (
+    Admission,
+    BreakerTransition,
+    Bucket,
+    IdempotencyEntry,
+    IdempotencyState,
+)
+
+PREFIX = "pmcgw"
+_SCRIPTS = Path(__file__).with_name("redis_scripts")
+
+
+def tat_key(bucket: Bucket) -> str:
+    return f"{PREFIX}:{{{bucket.tag}}}:tat:{bucket.name}"
+
+
+def pause_key(tag: str) -> str:
+    return f"{PREFIX}:{{{tag}}}:pause"
+
+
+def idempotency_key(scope: str) -> str:
+    return f"{PREFIX}:{{idem:{scope}}}"
+
+
+def probe_key(name: str) -> str:
+    return f"{PREFIX}:{{breaker:{name}}}:probe"
+
+
+def record_key(request_id: str) -> str:
+    return f"{PREFIX}:record:{request_id}"
+
+
+def snapshot_key(member: str) -> str:
+    return f"{PREFIX}:snapshot:{member}"
+
+
+BREAKERS_KEY = f"{PREFIX}:breakers"
+MEMBERS_KEY = f"{PREFIX}:members"
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, url: str, *, op_timeout_s: float = 0.25) -> None:
+        self._url = url
+        self._op_timeout_s = op_timeout_s
+        self._redis: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    async def start(self) -> None:
+        self._redis = Redis.from_url(
+            self._url,
+            socket_timeout=self._op_timeout_s,
+            socket_connect_timeout=self._op_timeout_s,
+            retry=Retry(NoBackoff(), 0),  # the resilient wrapper decides, not a hidden loop
+            max_connections=256,
+            health_check_interval=0,
+        )
+        for script in _SCRIPTS.glob("*.lua"):
+            self._scripts[script.stem] = self._redis.register_script(script.read_text())
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @property
+    def client(self) -> Redis:
+        if self._redis is None:
+            raise StoreError("redis store not started")
+        return self._redis
+
+    async def _run(self, awaitable):  # type: ignore[no-untyped-def]
+        try:
+            async with asyncio.timeout(self._op_timeout_s):
+                return await awaitable
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[object]):  # type: ignore[no-untyped-def]
+        return await self._run(self._scripts[name](keys=list(keys), args=list(args)))
+
+    async def ping(self) -> None:
+        await self._run(self.client.ping())
+
+    # -- rate budget --------------------------------------------------------
+    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
+        keys = [pause_key(pause_tag), *(tat_key(b) for b in buckets)]
+        args = [int(max_wait_s * 1e6), *(int(b.interval_s * 1e6) for b in buckets)]
+        granted, wait_us = await self._script("admit", keys, args)
+        return Admission(granted=bool(granted), wait_s=int(wait_us) / 1e6)
+
+    async def pause(self, pause_tag: str, seconds: float) -> None:
+        await self._script("pause", [pause_key(pause_tag)], [int(seconds * 1e6)])
+
+    # -- breaker ------------------------------------------------------------
+    async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
+        await self._script(
+            "breaker_publish",
+            [BREAKERS_KEY],
+            [name, repr(transition.at), transition.state, transition.origin],
+        )
+
+    async def breaker_transitions(self) -> dict[str, BreakerTransition]:
+        raw = await self._run(self.client.hgetall(BREAKERS_KEY))
+        transitions = {}
+        for name, value in raw.items():
+            at, state, origin = value.decode().split("|", 2)
+            transitions[name.decode()] = BreakerTransition(state, float(at), origin)
+        return transitions
+
+    async def claim_probe(self, name: str, ttl_s: float) -> bool:
+        return bool(await self._run(self.client.set(probe_key(name), b"1", nx=True, px=int(ttl_s * 1000))))
+
+    # -- idempotency --------------------------------------------------------
+    async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:
+        state, stored_fp, response = await self._script(
+            "idempotency_begin", [idempotency_key(scope)], [fingerprint, int(lock_ttl_s * 1000)]
+        )
+        state = state.decode() if isinstance(state, bytes) else state
+        stored_fp = stored_fp.decode() if isinstance(stored_fp, bytes) else (stored_fp or "")
+        return IdempotencyEntry(IdempotencyState(state), stored_fp, response or None)
+
+    async def idempotency_complete(self, scope: str, fingerprint: str, response: bytes, ttl_s: float) -> None:
+        await self._script(
+            "idempotency_complete", [idempotency_key(scope)], [fingerprint, response, int(ttl_s * 1000)]
+        )
+
+    async def idempotency_release(self, scope: str, fingerprint: str) -> None:
+        await self._script("idempotency_release", [idempotency_key(scope)], [fingerprint])
+
+    # -- triage records -----------------------------------------------------
+    async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, payload in records:
+            pipe.set(record_key(request_id), payload, ex=int(ttl_s))
+        await self._run(pipe.execute())
+
+    async def get_record(self, request_id: str) -> bytes | None:
+        value = await self._run(self.client.get(record_key(request_id)))
+        return bytes(value) if value is not None else None
+
+    # -- membership ---------------------------------------------------------
+    async def heartbeat(self, member: str, ttl_s: float) -> int:
+        now = time.time()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(MEMBERS_KEY, {member: now})
+        pipe.zremrangebyscore(MEMBERS_KEY, "-inf", now - ttl_s)
+        pipe.zcard(MEMBERS_KEY)
+        results = await self._run(pipe.execute())
+        return int(results[-1])
+
+    async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
+        await self._run(self.client.set(snapshot_key(member), blob, px=int(ttl_s * 1000)))
+
+    async def snapshots(self) -> list[bytes]:
+        members = await self._run(self.client.zrange(MEMBERS_KEY, 0, -1))
+        if not members:
+            return []
+        blobs = await self._run(self.client.mget([snapshot_key(m.decode()) for m in members]))
+        return [bytes(blob) for blob in blobs if blob is not None]

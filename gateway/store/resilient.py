@@ -1,0 +1,200 @@
+"""Keeps the gateway serving when the shared store is unreachable (SPEC §5, store faults).
+
+Every call goes to the shared store first. When it fails, the store is marked down and
+calls go straight to a local ``MemoryStore`` (no waiting on a dead Redis) until a
+background ping succeeds again, checked every ``recheck_s``. What each concern does while down:
+
+- rate budget: a conservative local share. Each bucket's rate becomes
+  ``floor(limit / members)`` per minute (at least 1), where ``members`` is the number of
+  gateway processes last seen heart-beating in Redis (at least this host's ``workers``),
+  so the group as a whole still stays within the upstream's limit.
+- upstream 429 pauses, breaker states, half-open probes: local to this process.
+- idempotency: local to this process: a repeat reaching the same process is still
+  replayed or refused; one reaching another replica is not protected.
+- triage records: kept locally (bounded) and readable from this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.errors import StoreError
+from gateway.store.base import Admission, BreakerTransition, Bucket, IdempotencyEntry, Store
+from gateway.store.memory import MemoryStore
+
+log = structlog.get_logger("gateway.store")
+T = TypeVar("T")
+
+MEMBER_TTL_S = 10.0
+
+
+def local_share(bucket: Bucket, members: int) -> Bucket:
+    """The bucket one process may spend alone: ``floor(limit / members)`` per minute."""
+    limit = round(60 / bucket.interval_s)
+    share = max(1, math.floor(limit / max(1, members)))
+    return dataclasses.replace(bucket, interval_s=60 / share)
+
+
+class ResilientStore:
+    def __init__(
+        self,
+        primary: Store,
+        *,
+        member_id: str,
+        min_members: int,
+        clock: Clock,
+        recheck_s: float = 1.0,
+        heartbeat_s: float = 2.0,
+        on_health_change: Callable[[bool, str | None], None] | None = None,
+    ) -> None:
+        self.kind = primary.kind
+        self._primary = primary
+        self._fallback = MemoryStore(clock)
+        self._clock = clock
+        self._member_id = member_id
+        self._min_members = min_members
+        self.members = min_members
+        self.healthy = True
+        self.last_error: str | None = None
+        self._recheck_s = recheck_s
+        self._heartbeat_s = heartbeat_s
+        self._on_health_change = on_health_change
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._primary.start()
+        try:
+            await self._primary.ping()
+            await self._heartbeat()
+        except StoreError as exc:
+            self._mark_down(exc)
+        self._task = asyncio.create_task(self._watch(), name="store-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._primary.close()
+
+    async def ping(self) -> None:
+        if not self.healthy:
+            raise StoreError(self.last_error or "store unreachable")
+
+    def _mark_down(self, exc: Exception) -> None:
+        self.last_error = str(exc)
+        if self.healthy:
+            self.healthy = False
+            log.error("store_unreachable", store=self.kind, error=self.last_error, fallback="local")
+            if self._on_health_change:
+                self._on_health_change(False, self.last_error)
+
+    def _mark_up(self) -> None:
+        if not self.healthy:
+            self.healthy = True
+            self.last_error = None
+            log.info("store_recovered", store=self.kind)
+            if self._on_health_change:
+                self._on_health_change(True, None)
+
+    async def _heartbeat(self) -> None:
+        seen = await self._primary.heartbeat(self._member_id, MEMBER_TTL_S)
+        self.members = max(self._min_members, seen)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._recheck_s if not self.healthy else self._heartbeat_s)
+            try:
+                if not self.healthy:
+                    await self._primary.ping()
+                await self._heartbeat()
+                self._mark_up()
+            except StoreError as exc:
+                self._mark_down(exc)
+
+    async def _either(self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
+        if self.healthy:
+            try:
+                return await shared()
+            except StoreError as exc:
+                self._mark_down(exc)
+        return await local()
+
+    # -- the Store interface, each with its fallback -----------------------
+    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
+        return await self._either(
+            lambda: self._primary.admit(buckets, pause_tag, max_wait_s),
+            lambda: self._fallback.admit(
+                [local_share(b, self.members) for b in buckets], pause_tag, max_wait_s
+            ),
+        )
+
+    async def pause(self, pause_tag: str, seconds: float) -> None:
+        await self._fallback.pause(pause_tag, seconds)  # also local: holds this process if Redis dies
+        await self._either(lambda: self._primary.pause(pause_tag, seconds), _none)
+
+    async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
+        await self._fallback.publish_breaker(name, transition)
+        await self._either(lambda: self._primary.publish_breaker(name, transition), _none)
+
+    async def breaker_transitions(self) -> dict[str, BreakerTransition]:
+        return await self._either(self._primary.breaker_transitions, self._fallback.breaker_transitions)
+
+    async def claim_probe(self, name: str, ttl_s: float) -> bool:
+        return await self._either(
+            lambda: self._primary.claim_probe(name, ttl_s),
+            lambda: self._fallback.claim_probe(name, ttl_s),
+        )
+
+    async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:
+        return await self._either(
+            lambda: self._primary.idempotency_begin(scope, fingerprint, lock_ttl_s),
+            lambda: self._fallback.idempotency_begin(scope, fingerprint, lock_ttl_s),
+        )
+
+    async def idempotency_complete(self, scope: str, fingerprint: str, response: bytes, ttl_s: float) -> None:
+        await self._either(
+            lambda: self._primary.idempotency_complete(scope, fingerprint, response, ttl_s),
+            lambda: self._fallback.idempotency_complete(scope, fingerprint, response, ttl_s),
+        )
+
+    async def idempotency_release(self, scope: str, fingerprint: str) -> None:
+        await self._fallback.idempotency_release(scope, fingerprint)
+        await self._either(lambda: self._primary.idempotency_release(scope, fingerprint), _none)
+
+    async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        await self._either(
+            lambda: self._primary.put_records(records, ttl_s),
+            lambda: self._fallback.put_records(records, ttl_s),
+        )
+
+    async def get_record(self, request_id: str) -> bytes | None:
+        found = await self._fallback.get_record(request_id)
+        if found is None and self.healthy:
+            try:
+                found = await self._primary.get_record(request_id)
+            except StoreError as exc:
+                self._mark_down(exc)
+        return found
+
+    async def heartbeat(self, member: str, ttl_s: float) -> int:
+        return self.members
+
+    async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
+        await self._fallback.put_snapshot(member, blob, ttl_s)
+        await self._either(lambda: self._primary.put_snapshot(member, blob, ttl_s), _none)
+
+    async def snapshots(self) -> list[bytes]:
+        return await self._either(self._primary.snapshots, self._fallback.snapshots)
+
+
+async def _none() -> None:
+    return None

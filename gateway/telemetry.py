@@ -1,0 +1,322 @@
+"""Traces and metrics (SPEC §8): every instrument and attribute name is declared here once.
+
+The gateway records its own spans (the contrib aiohttp instrumentations keep module
+globals, emit old semantic conventions by default and never set
+``http.request.resend_count``). Providers are per application, never global; spans are
+exported by a batch processor and metrics by a periodic reader, both off the request's
+critical path. Duration histograms use explicit second-based boundaries that include
+the 0.18 s latency target and resolve 100–500 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry
+
+from gateway.settings import TelemetrySettings
+from gateway.types import UpstreamRequest
+
+# -- metric names (OpenTelemetry name → Prometheus name in the comment) -----------------
+SERVER_DURATION = "http.server.request.duration"  # http_server_request_duration_seconds
+CLIENT_DURATION = "http.client.request.duration"  # http_client_request_duration_seconds
+RETRIES = "pmc_gateway_retries"  # pmc_gateway_retries_total
+RETRY_BUDGET_EXHAUSTED = "pmc_gateway_retry_budget_exhausted"  # ..._total
+BREAKER_STATE = "pmc_gateway_breaker_state"  # 0 closed, 1 half-open, 2 open
+BUDGET_WAIT = "pmc_gateway_budget_wait"  # pmc_gateway_budget_wait_seconds
+BUDGET_REJECTED = "pmc_gateway_budget_rejected"  # pmc_gateway_budget_rejected_total
+UPSTREAM_THROTTLED = "pmc_gateway_upstream_throttled"  # pmc_gateway_upstream_throttled_total
+IDEMPOTENT_REPLAYS = "pmc_gateway_idempotent_replays"  # pmc_gateway_idempotent_replays_total
+WEBHOOK_REJECTED = "pmc_gateway_webhook_rejected"  # pmc_gateway_webhook_rejected_total
+WEBHOOK_BACKLOG = "pmc_gateway_webhook_delivery_backlog"  # gauge
+STORE_UP = "pmc_gateway_store_up"  # gauge: 1 reachable, 0 falling back to local
+API_KEY_AGE = "pmc_gateway_api_key_age_days"  # gauge per environment
+
+PROMETHEUS_NAMES = (
+    "http_server_request_duration_seconds",
+    "http_client_request_duration_seconds",
+    "pmc_gateway_retries_total",
+    "pmc_gateway_breaker_state",
+    "pmc_gateway_budget_wait_seconds",
+    "pmc_gateway_budget_rejected_total",
+    "pmc_gateway_upstream_throttled_total",
+    "pmc_gateway_idempotent_replays_total",
+    "pmc_gateway_webhook_rejected_total",
+    "pmc_gateway_webhook_delivery_backlog",
+)
+
+# -- attribute names -------------------------------------------------------------------
+HTTP_METHOD = "http.request.method"
+HTTP_ROUTE = "http.route"
+HTTP_STATUS = "http.response.status_code"
+HTTP_RESEND_COUNT = "http.request.resend_count"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+URL_FULL = "url.full"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+CLIENT_ADDRESS = "client.address"
+ERROR_TYPE = "error.type"
+PMC_REQUEST_ID = "pmc.request_id"
+PMC_CLIENT = "pmc.client"
+PMC_ENVIRONMENT = "pmc.environment"
+PMC_ATTEMPTS = "pmc.attempts"
+PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
+PMC_REASON = "pmc.reason"
+PMC_BREAKER = "pmc.breaker"
+
+SECONDS_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.18, 0.2, 0.25,
+    0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def _views() -> list[View]:
+    buckets = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS)
+    return [
+        View(instrument_name=name, aggregation=buckets)
+        for name in (SERVER_DURATION, CLIENT_DURATION, BUDGET_WAIT)
+    ]
+
+
+def _otlp_exporters(settings: TelemetrySettings) -> tuple[SpanExporter | None, Any]:
+    if not settings.otlp_endpoint:
+        return None, None
+    base = settings.otlp_endpoint.rstrip("/")
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        insecure = base.startswith("http://")
+        endpoint = base.split("://", 1)[1]
+        return (
+            OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=5),
+            OTLPMetricExporter(endpoint=endpoint, insecure=insecure, timeout=5),
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetrics,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+
+    return HttpSpans(endpoint=f"{base}/v1/traces", timeout=5), HttpMetrics(endpoint=f"{base}/v1/metrics", timeout=5)
+
+
+@dataclass
+class GaugeSources:
+    """Callables read at collection time for the observable gauges."""
+
+    breaker_states: Callable[[], Iterable[tuple[str, str, str]]] = lambda: ()
+    webhook_backlog: Callable[[], int] = lambda: 0
+    store_up: Callable[[], bool] = lambda: True
+    api_key_ages: Callable[[], Iterable[tuple[str, float]]] = lambda: ()
+
+
+class Telemetry:
+    """Owns this application's tracer and meter providers and every instrument."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        *,
+        member_id: str,
+        span_exporter: SpanExporter | None = None,
+        export_interval_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        resource = Resource.create(
+            {"service.name": settings.service_name, "service.instance.id": member_id}
+        )
+        otlp_spans, otlp_metrics = _otlp_exporters(settings)
+        self.tracer_provider = TracerProvider(resource=resource)
+        for exporter in (span_exporter, otlp_spans):
+            if exporter is not None:
+                self.tracer_provider.add_span_processor(
+                    BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
+                )
+        self.tracer = self.tracer_provider.get_tracer("pmc-gateway")
+        self.propagator = TraceContextTextMapPropagator()
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        readers: list[MetricReader] = []
+        if settings.prometheus:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+            readers.append(PrometheusMetricReader(disable_target_info=True, registry=self.registry))
+        if otlp_metrics is not None:
+            readers.append(
+                PeriodicExportingMetricReader(otlp_metrics, export_interval_millis=int(export_interval_s * 1000))
+            )
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
+        meter = self.meter_provider.get_meter("pmc-gateway")
+        self.gauges = GaugeSources()
+
+        self.server_duration = meter.create_histogram(SERVER_DURATION, unit="s", description="Duration of requests the gateway served")
+        self.client_duration = meter.create_histogram(CLIENT_DURATION, unit="s", description="Duration of each upstream attempt")
+        self.retries = meter.create_counter(RETRIES, description="Upstream attempts that were retries, by reason")
+        self.retry_budget_exhausted = meter.create_counter(RETRY_BUDGET_EXHAUSTED, description="Retries skipped because the retry budget was spent")
+        self.budget_wait = meter.create_histogram(BUDGET_WAIT, unit="s", description="Time attempts waited for a rate-budget slot")
+        self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED")
+        self.upstream_throttled = meter.create_counter(UPSTREAM_THROTTLED, description="Upstream 429 answers (each pauses the key)")
+        self.idempotent_replays = meter.create_counter(IDEMPOTENT_REPLAYS, description="Answers replayed from the idempotency store")
+        self.webhook_rejected = meter.create_counter(WEBHOOK_REJECTED, description="Webhook posts refused, by reason")
+        meter.create_observable_gauge(BREAKER_STATE, [self._observe_breakers], description="Breaker state: 0 closed, 1 half-open, 2 open")
+        meter.create_observable_gauge(WEBHOOK_BACKLOG, [self._observe_backlog], description="Webhook deliveries not yet delivered")
+        meter.create_observable_gauge(STORE_UP, [self._observe_store], description="1 when the shared store answers")
+        meter.create_observable_gauge(API_KEY_AGE, [self._observe_key_ages], unit="d", description="Days since each environment's API key was rotated")
+        # Pre-create the counters' zero series so dashboards and alerts see them from the start.
+        self.webhook_rejected.add(0, {PMC_REASON: "invalid_signature"})
+
+    # -- observable gauges --------------------------------------------------------------
+    def _observe_breakers(self, _: CallbackOptions) -> Iterable[Observation]:
+        for environment, route, state in self.gauges.breaker_states():
+            yield Observation(BREAKER_VALUES.get(state, 0), {PMC_ENVIRONMENT: environment, HTTP_ROUTE: route})
+
+    def _observe_backlog(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self.gauges.webhook_backlog())
+
+    def _observe_store(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(1 if self.gauges.store_up() else 0)
+
+    def _observe_key_ages(self, _: CallbackOptions) -> Iterable[Observation]:
+        for environment, days in self.gauges.api_key_ages():
+            yield Observation(days, {PMC_ENVIRONMENT: environment})
+
+    # -- spans --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def server_span(self, method: str, carrier: dict[str, str]) -> Iterator[trace.Span]:
+        parent = self.propagator.extract(carrier)
+        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    @contextlib.contextmanager
+    def attempt_span(self, request: UpstreamRequest, host: str, port: int, url: str) -> Iterator[tuple[trace.Span, str]]:
+        """A CLIENT span for one upstream attempt; yields it and the traceparent to send."""
+        attributes: dict[str, Any] = {
+            HTTP_METHOD: request.method,
+            HTTP_ROUTE: request.route,
+            SERVER_ADDRESS: host,
+            SERVER_PORT: port,
+            URL_FULL: url,
+            PMC_REQUEST_ID: request.request_id,
+        }
+        if request.attempt > 1:
+            attributes[HTTP_RESEND_COUNT] = request.attempt - 1
+        span = self.tracer.start_span(request.method, kind=SpanKind.CLIENT, attributes=attributes)
+        carrier: dict[str, str] = {}
+        self.propagator.inject(carrier, context=trace.set_span_in_context(span))
+        try:
+            yield span, carrier.get("traceparent", "")
+        finally:
+            span.end()
+
+    @staticmethod
+    def end_attempt(span: trace.Span, status: int | None, error: str | None) -> None:
+        if status is not None:
+            span.set_attribute(HTTP_STATUS, status)
+        if error is not None or (status is not None and status >= 500):
+            error_type = error or str(status)
+            span.set_attribute(ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+
+    # -- observer methods the stages call -----------------------------------------------
+    def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
+        attributes = {
+            HTTP_METHOD: request.method,
+            HTTP_ROUTE: request.route,
+            PMC_ENVIRONMENT: request.environment,
+        }
+        if status is not None:
+            attributes[HTTP_STATUS] = status
+        if error is not None:
+            attributes[ERROR_TYPE] = error
+        self.client_duration.record(seconds, attributes)
+
+    def retried(self, request: UpstreamRequest, reason: str) -> None:
+        self.retries.add(1, {PMC_ENVIRONMENT: request.environment, HTTP_ROUTE: request.route, PMC_REASON: reason})
+        trace.get_current_span().add_event("pmc.retry", {PMC_REASON: reason, "pmc.attempt": request.attempt + 1})
+
+    def retry_budget_exhausted_for(self, request: UpstreamRequest) -> None:
+        self.retry_budget_exhausted.add(1, {PMC_ENVIRONMENT: request.environment})
+        trace.get_current_span().add_event("pmc.retry_budget_exhausted")
+
+    def budget_waited(self, request: UpstreamRequest, seconds: float) -> None:
+        self.budget_wait.record(seconds, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
+        if seconds > 0:
+            trace.get_current_span().add_event("pmc.budget.wait", {"pmc.wait_ms": seconds * 1000})
+
+    def budget_rejected_for(self, request: UpstreamRequest) -> None:
+        self.budget_rejected.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
+        trace.get_current_span().add_event("pmc.budget.rejected")
+
+    def upstream_throttled_for(self, request: UpstreamRequest, pause_s: float) -> None:
+        self.upstream_throttled.add(1, {PMC_ENVIRONMENT: request.environment})
+        trace.get_current_span().add_event("pmc.upstream.throttled", {"pmc.pause_s": pause_s})
+
+    def breaker_refused(self, request: UpstreamRequest, breaker: str) -> None:
+        trace.get_current_span().add_event("pmc.breaker.open", {PMC_BREAKER: breaker})
+
+    def replayed_for(self, request: UpstreamRequest) -> None:
+        self.idempotent_replays.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
+        trace.get_current_span().add_event("pmc.idempotent.replayed")
+
+    def webhook_rejected_for(self, reason: str) -> None:
+        self.webhook_rejected.add(1, {PMC_REASON: reason})
+
+    def server_finished(
+        self, *, method: str, route: str, status: int, client: str | None, environment: str | None, seconds: float
+    ) -> None:
+        attributes: dict[str, Any] = {HTTP_METHOD: method, HTTP_ROUTE: route, HTTP_STATUS: status}
+        if client:
+            attributes[PMC_CLIENT] = client
+        if environment:
+            attributes[PMC_ENVIRONMENT] = environment
+        self.server_duration.record(seconds, attributes)
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+class StageObservers:
+    """Adapts ``Telemetry`` to the small observer protocols each stage declares."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def budget_waited(self, request: UpstreamRequest, seconds: float) -> None:
+        self._t.budget_waited(request, seconds)
+
+    def budget_rejected(self, request: UpstreamRequest) -> None:
+        self._t.budget_rejected_for(request)
+
+    def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
+        self._t.upstream_throttled_for(request, pause_s)
+
+    def retried(self, request: UpstreamRequest, reason: str) -> None:
+        self._t.retried(request, reason)
+
+    def retry_budget_exhausted(self, request: UpstreamRequest) -> None:
+        self._t.retry_budget_exhausted_for(request)
+
+    def replayed(self, request: UpstreamRequest) -> None:
+        self._t.replayed_for(request)
