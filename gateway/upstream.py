@@ -64,12 +64,18 @@ class UpstreamClient:
                 ttl_dns_cache=60,
                 keepalive_timeout=30,
             )
-            self._sessions[base_url] = aiohttp.ClientSession(
+            session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,  # pass bodies through byte for byte
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
+            # aiohttp silently re-sends an idempotent request once when a pooled connection
+            # drops. Every attempt must be the retry stage's decision and spend a budget
+            # token, so that hidden retry is turned off (no public switch exists; pinned by
+            # tests/test_proxy.py::test_lost_connection_after_sending_is_not_retried_for_post).
+            session._retry_connection = False
+            self._sessions[base_url] = session
 
     async def close(self) -> None:
         for session in self._sessions.values():

@@ -32,6 +32,8 @@ from aiohttp import web
 KEY_PATTERN = re.compile(r"^pmc_(live|test)_[A-Za-z0-9_]{4,}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TIMEZONE = re.compile(r"^(UTC|[A-Za-z]+(/[A-Za-z0-9_+\-]+)+)$")
+SIM_REQUEST_ID = web.RequestKey("sim_request_id", str)
+SIM_KEY = web.RequestKey("sim_key", str)
 SIGMA = 0.6  # log-normal shape: a long tail, p99 ≈ 3× the mean
 
 
@@ -145,7 +147,7 @@ class Simulator:
         if not request.path.startswith("/v1/"):
             return await handler(request)
         request_id = _short_id(self.rng, "req_")
-        request["sim_request_id"] = request_id
+        request[SIM_REQUEST_ID] = request_id
         authorization = request.headers.get("Authorization", "")
         self.received.append(
             {
@@ -184,13 +186,13 @@ class Simulator:
         await self._latency(slow=roll < faults.slow_rate)
         if "readonly" in key and request.method not in ("GET", "HEAD", "OPTIONS"):
             return self._error(403, "INSUFFICIENT_SCOPE", "This key may only read", request_id)
-        request["sim_key"] = key
+        request[SIM_KEY] = key
         return await handler(request)
 
     # -- the API ---------------------------------------------------------------------------
     async def users_me(self, request: web.Request) -> web.Response:
-        env = "live" if request["sim_key"].startswith("pmc_live_") else "test"
-        return self._reply(200, {"status": "ok", "user": {"id": "usr_1", "name": "Demo Owner", "email": "owner@company.com", "environment": env}, "requestId": request["sim_request_id"]})
+        env = "live" if request[SIM_KEY].startswith("pmc_live_") else "test"
+        return self._reply(200, {"status": "ok", "user": {"id": "usr_1", "name": "Demo Owner", "email": "owner@company.com", "environment": env}, "requestId": request[SIM_REQUEST_ID]})
 
     async def availability(self, request: web.Request) -> web.Response:
         query = request.query
@@ -205,7 +207,7 @@ class Simulator:
         if not TIMEZONE.match(query.get("timezone", "")):
             errors.append({"field": "timezone", "message": "must be an IANA time zone like Asia/Kolkata"})
         if errors:
-            return self._error(422, "VALIDATION_FAILED", "Invalid query parameters", request["sim_request_id"], errors=errors)
+            return self._error(422, "VALIDATION_FAILED", "Invalid query parameters", request[SIM_REQUEST_ID], errors=errors)
         return self._reply(200, {"status": "ok", "slots": [f"{day}T09:30:00Z", f"{day}T11:00:00Z"]})
 
     def _validate_booking(self, payload: object) -> list[dict[str, str]]:
@@ -234,7 +236,7 @@ class Simulator:
         return errors
 
     async def create_booking(self, request: web.Request) -> web.Response:
-        request_id = request["sim_request_id"]
+        request_id = request[SIM_REQUEST_ID]
         try:
             payload = json.loads(await request.read() or b"null")
         except ValueError:
@@ -243,8 +245,8 @@ class Simulator:
         if errors:
             return self._error(422, "VALIDATION_FAILED", "Invalid booking", request_id, errors=errors)
         idem = request.headers.get("Idempotency-Key")
-        if idem and (request["sim_key"], idem) in self.idempotent:
-            status, stored = self.idempotent[(request["sim_key"], idem)]
+        if idem and (request[SIM_KEY], idem) in self.idempotent:
+            status, stored = self.idempotent[(request[SIM_KEY], idem)]
             return self._reply(status, stored)
         if request.headers.get("Prefer") == "respond-async" or payload.get("async") is True:
             job_id = f"job_{self.next_job}"
@@ -257,7 +259,7 @@ class Simulator:
             body = {"status": "ok", "bookingId": booking["bookingId"], "meetingUrl": booking["meetingUrl"], "requestId": request_id}
             status = 200
         if idem:
-            self.idempotent[(request["sim_key"], idem)] = (status, body)
+            self.idempotent[(request[SIM_KEY], idem)] = (status, body)
         return self._reply(status, body)
 
     def _book(self, payload: dict[str, object]) -> dict[str, object]:
@@ -279,7 +281,7 @@ class Simulator:
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])
         if job is None:
-            return self._error(404, "NOT_FOUND", "No such job", request["sim_request_id"])
+            return self._error(404, "NOT_FOUND", "No such job", request[SIM_REQUEST_ID])
         if time.monotonic() < job["ready_at"]:  # type: ignore[operator]
             return self._reply(200, {"status": "ok", "jobId": request.match_info["job_id"], "state": "pending"})
         if "booking" not in job:
@@ -289,30 +291,30 @@ class Simulator:
     async def get_booking(self, request: web.Request) -> web.Response:
         booking = self.bookings.get(request.match_info["booking_id"])
         if booking is None:
-            return self._error(404, "NOT_FOUND", "No such booking", request["sim_request_id"])
-        return self._reply(200, {"status": "ok", "booking": booking, "requestId": request["sim_request_id"]})
+            return self._error(404, "NOT_FOUND", "No such booking", request[SIM_REQUEST_ID])
+        return self._reply(200, {"status": "ok", "booking": booking, "requestId": request[SIM_REQUEST_ID]})
 
     async def reschedule(self, request: web.Request) -> web.Response:
         booking = self.bookings.get(request.match_info["booking_id"])
         if booking is None:
-            return self._error(404, "NOT_FOUND", "No such booking", request["sim_request_id"])
+            return self._error(404, "NOT_FOUND", "No such booking", request[SIM_REQUEST_ID])
         try:
             payload = json.loads(await request.read() or b"{}")
             start = payload["start"]
             datetime.fromisoformat(start.replace("Z", "+00:00"))
         except (ValueError, KeyError, TypeError, AttributeError):
-            return self._error(422, "VALIDATION_FAILED", "Invalid reschedule", request["sim_request_id"], errors=[{"field": "start", "message": "must be an RFC 3339 UTC time"}])
+            return self._error(422, "VALIDATION_FAILED", "Invalid reschedule", request[SIM_REQUEST_ID], errors=[{"field": "start", "message": "must be an RFC 3339 UTC time"}])
         booking["start"] = start
         self._emit("booking.rescheduled", booking)
-        return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "start": start, "requestId": request["sim_request_id"]})
+        return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "start": start, "requestId": request[SIM_REQUEST_ID]})
 
     async def cancel(self, request: web.Request) -> web.Response:
         booking = self.bookings.get(request.match_info["booking_id"])
         if booking is None:
-            return self._error(404, "NOT_FOUND", "No such booking", request["sim_request_id"])
+            return self._error(404, "NOT_FOUND", "No such booking", request[SIM_REQUEST_ID])
         booking["state"] = "cancelled"
         self._emit("booking.cancelled", booking)
-        return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "state": "cancelled", "requestId": request["sim_request_id"]})
+        return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "state": "cancelled", "requestId": request[SIM_REQUEST_ID]})
 
     # -- webhooks ----------------------------------------------------------------------------
     def _emit(self, event_type: str, booking: dict[str, object]) -> None:

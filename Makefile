@@ -1,0 +1,30 @@
+# The two commands the README opens with: `make demo` and `make test`.
+# Both install into a local virtualenv first, so they work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean dashboards
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/pmc-gateway demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests
+
+# pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
+test: $(STAMP) lint
+	@command -v redis-server >/dev/null || { echo "redis-server is needed by the tests: apt-get install -y redis-server"; exit 1; }
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

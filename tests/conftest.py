@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from gateway import log
+from gateway.sim.server import Faults, SimConfig, Simulator, start_sim
+from tests.support.servers import RedisServer, ScriptedUpstream
+
+log.configure()
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[tuple[str, Simulator]]:
+    """The PinmyCal simulator at zero latency on a free port."""
+    runner, port, simulator = await start_sim(SimConfig(port=0, faults=Faults(latency_ms=0), seed=7))
+    yield f"http://127.0.0.1:{port}", simulator
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[ScriptedUpstream]:
+    scripted = ScriptedUpstream()
+    await scripted.start()
+    yield scripted
+    await scripted.close()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server for the session (never the machine's own instance)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url

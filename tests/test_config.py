@@ -1,0 +1,187 @@
+"""Config validation and check-config, as an operator meets them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import settings
+from gateway.errors import ConfigError
+from tests.support.servers import BASE_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "gateway.example.toml"
+
+
+def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
+        timeout=60,
+    )
+
+
+def example_env() -> dict[str, str]:
+    return {**BASE_ENV, "BOOKING_SVC_WEBHOOK_SECRET": "whsec_subscriber_0001"}
+
+
+def test_example_config_passes_check_config() -> None:
+    result = check_config(EXAMPLE, example_env())
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_example_config_documents_every_key_with_its_default() -> None:
+    text = EXAMPLE.read_text()
+    for section_name, section in settings.Settings.model_fields.items():
+        model = section.annotation
+        fields = getattr(model, "model_fields", None)
+        if section_name in ("environments", "clients"):
+            continue
+        assert f"[{section_name}]" in text, section_name
+        for key in fields or {}:
+            if key in ("tls", "subscribers"):  # nested tables, documented with their own keys
+                assert f"[{section_name}.{key}]" in text or f"[[{section_name}.{key}]]" in text
+                nested = settings.TlsSettings if key == "tls" else settings.SubscriberSettings
+                for inner in nested.model_fields:
+                    assert f"{inner} =" in text, f"{section_name}.{key}.{inner} is not documented"
+                continue
+            assert f"{key} =" in text, f"{section_name}.{key} is not documented"
+    for key in settings.EnvironmentSettings.model_fields:
+        assert key in text, f"environments.*.{key} is not documented"
+    for key in settings.ClientSettings.model_fields:
+        assert key in text, f"clients.*.{key} is not documented"
+
+
+def test_missing_secret_variable_is_named(tmp_path: Path) -> None:
+    env = example_env()
+    env.pop("PMC_LIVE_API_KEY")
+    result = check_config(EXAMPLE, {**env, "PMC_LIVE_API_KEY": None})  # type: ignore[dict-item]
+    assert result.returncode == 2
+    assert "environments.live.api_key_env: environment variable PMC_LIVE_API_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+BAD = """
+[server]
+listen = "127.0.0.1:8080"
+workers = 2
+colour = "blue"
+
+[store]
+url = "memory://"
+
+[upstream]
+base_url = "ftp://example.com"
+attempt_timeout_ms = "fast"
+
+[environments.live]
+api_key_file = "/nonexistent/pmc_live"
+rate_limit_per_minute = 0
+
+[clients.booking-web]
+token_sha256 = "abc"
+environments = ["staging"]
+
+[webhooks]
+secret_envs = ["PMC_WEBHOOK_SECRET"]
+
+[[webhooks.subscribers]]
+name = "booking-svc"
+url = "http://booking-svc.internal/hooks"
+"""
+
+
+def test_bad_config_names_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD)
+    result = check_config(path, BASE_ENV)
+    assert result.returncode == 2
+    problems = result.stderr.strip().splitlines()
+    expected = [
+        "server.colour: unknown key",
+        "upstream.base_url: Value error, base_url must be an http:// or https:// URL".replace("Value error, ", ""),
+        "upstream.attempt_timeout_ms: Input should be a valid integer",
+        "environments.live.rate_limit_per_minute: Input should be greater than 0",
+        "clients.booking-web.token_sha256: must be the 64 hex digits of a sha256",
+    ]
+    for needle in expected:
+        assert any(line.startswith(needle) for line in problems), (needle, problems)
+    assert "Traceback" not in result.stderr
+
+
+def test_cross_section_rules(tmp_path: Path) -> None:
+    """Schema-valid but inconsistent: workers with memory, unknown environment, http subscriber."""
+    document = {
+        "server": {"workers": 2},
+        "environments": {"live": {"api_key_env": "PMC_LIVE_API_KEY"}},
+        "clients": {"web": {"token_sha256": "a" * 64, "environments": ["staging"]}},
+        "webhooks": {"subscribers": [{"name": "svc", "url": "http://svc.internal/hook"}]},
+    }
+    with pytest.raises(ConfigError) as caught:
+        settings.parse(document)
+    problems = caught.value.problems
+    assert any(p.startswith("server.workers: workers > 1 requires a shared store") for p in problems)
+    assert any(p.startswith("clients.web.environments: unknown environment 'staging'") for p in problems)
+    assert any(p.startswith("webhooks.subscribers.0.url: must be https://") for p in problems)
+
+
+def test_key_file_problems_are_reported(tmp_path: Path) -> None:
+    key_file = tmp_path / "pmc_live"
+    key_file.write_text("short\n")
+    config = settings.parse(
+        {
+            "environments": {"live": {"api_key_file": str(key_file)}, "test": {"api_key_file": str(tmp_path / "missing")}},
+            "clients": {"web": {"token_sha256": "a" * 64, "environments": ["live"]}},
+            "webhooks": {"secret_envs": []},
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        settings.resolve_secrets(config, {"PMC_GATEWAY_ADMIN_TOKEN": "x" * 20})
+    problems = caught.value.problems
+    assert any(p.startswith("environments.live.api_key_file:") and "usable API key" in p for p in problems)
+    assert any(p.startswith("environments.test.api_key_file: cannot read") for p in problems)
+    key_file.write_text("pmc_live_from_a_file_0001\n")
+    secrets = settings.resolve_secrets(
+        settings.parse(
+            {
+                "environments": {"live": {"api_key_file": str(key_file)}},
+                "clients": {"web": {"token_sha256": "a" * 64, "environments": ["live"]}},
+                "webhooks": {"secret_envs": []},
+            }
+        ),
+        {"PMC_GATEWAY_ADMIN_TOKEN": "x" * 20},
+    )
+    assert secrets.api_keys == {"live": "pmc_live_from_a_file_0001"}
+    assert "pmc_live_from_a_file_0001" not in repr(secrets)
+
+
+def test_not_toml_and_unreadable(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\nlisten = ")
+    result = check_config(broken)
+    assert result.returncode == 2 and result.stderr.startswith("(file): not valid TOML")
+    result = check_config(tmp_path / "absent.toml")
+    assert result.returncode == 2 and "(file): cannot read" in result.stderr
+
+
+def test_bad_flags_exit_2_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "sim", "--error-rate", "2"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "must be a fraction in [0, 1]" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo", "sim", "check-config", "triage"])
+def test_every_command_has_help(command: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage: pmc-gateway" in result.stdout

@@ -1,0 +1,84 @@
+"""A real ``pmc-gateway serve`` process: drain on SIGTERM, and no secret in its output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.sim.server import Simulator
+from tests.support.servers import (
+    SECRET_VALUES,
+    ScriptedUpstream,
+    Step,
+    call,
+    gateway_document,
+    start_gateway_process,
+)
+
+
+async def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(upstream: ScriptedUpstream, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    upstream.default = Step(delay_s=1.5, body={"status": "ok", "slow": True})
+    process = start_gateway_process(gateway_document(upstream.url, upstream={"attempt_timeout_ms": 3000, "deadline_ms": 5000}), tmp_path)
+    try:
+        in_flight = asyncio.create_task(call(session, "GET", f"{process.url}/v1/users/me"))
+        while not upstream.received:  # the request has reached the upstream
+            await asyncio.sleep(0.02)
+        process.process.terminate()  # SIGTERM
+        await asyncio.sleep(0.3)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as fresh:  # a new connection
+                await call(fresh, "GET", f"{process.url}/_gateway/health")
+        status, _, body = await in_flight
+        assert status == 200 and json.loads(body)["slow"] is True
+        code = await asyncio.to_thread(process.process.wait, 15)
+        assert code == 0
+    finally:
+        process.kill()
+    events = [line.get("event") for line in process.log_lines()]
+    assert "draining" in events and events[-1] == "stopped"
+
+
+async def test_sigterm_gives_up_after_the_grace_period(upstream: ScriptedUpstream, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    upstream.default = Step(delay_s=20)
+    document = gateway_document(upstream.url, server={"shutdown_grace_s": 1}, upstream={"attempt_timeout_ms": 30000, "deadline_ms": 60000})
+    process = start_gateway_process(document, tmp_path)
+    try:
+        in_flight = asyncio.create_task(call(session, "GET", f"{process.url}/v1/users/me"))
+        while not upstream.received:
+            await asyncio.sleep(0.02)
+        started = time.monotonic()
+        process.process.terminate()
+        code = await asyncio.to_thread(process.process.wait, 15)
+        assert code == 0 and time.monotonic() - started < 6
+        with pytest.raises(aiohttp.ClientError):
+            await in_flight
+    finally:
+        process.kill()
+
+
+async def test_no_key_or_token_in_anything_the_gateway_prints(sim: tuple[str, Simulator], tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    sim_url, simulator = sim
+    simulator.expired.add("pmc_live_TESTKEY_live_0001")  # provoke 401s from upstream too
+    process = start_gateway_process(gateway_document(sim_url), tmp_path)
+    try:
+        for path, headers in (
+            ("/v1/users/me", {}),
+            ("/v1/users/me", {"X-PMC-Environment": "test"}),
+            ("/v1/bookings/../x", {}),
+            ("/v1/users/me", {"Authorization": "Bearer wrong-token"}),
+            ("/_gateway/status", {}),
+            ("/nowhere", {}),
+        ):
+            await call(session, "GET", f"{process.url}{path}", headers=headers)
+        await call(session, "POST", f"{process.url}/v1/bookings", json={"bad": True})
+    finally:
+        assert process.terminate() == 0
+    output = process.output()
+    assert output.count('"event":"request"') >= 6
+    for secret in SECRET_VALUES:
+        assert secret not in output, f"a secret leaked into the gateway's output: {secret[:8]}…"
