@@ -1,0 +1,193 @@
+"""What sharing a Redis store adds: several gateway processes behave as one (SPEC §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.servers import (
+    ADMIN_TOKEN,
+    GatewayProcess,
+    RedisServer,
+    ScriptedUpstream,
+    Step,
+    call,
+    gateway_document,
+    start_gateway_process,
+)
+
+pytestmark = pytest.mark.redis
+
+
+def shared(upstream_url: str, redis_url: str, /, **overrides: Any) -> dict[str, Any]:
+    document = gateway_document(upstream_url, store={"url": redis_url}, **overrides)
+    document["clients"]["booking-web"]["environments"] = ["live"]
+    return document
+
+
+@pytest.fixture
+def processes() -> Iterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for process in started:
+        process.kill()
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+async def test_two_processes_share_one_budget(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    limit = 600  # one every 100 ms, so the test runs in seconds
+    document = shared(upstream.url, redis_url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": limit}}, budget={"max_wait_ms": 500})
+    processes += [start_gateway_process(document, tmp_path, name=f"gw{i}") for i in range(2)]
+    outcomes: list[int] = []
+
+    async def caller(url: str) -> None:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            status, _, _ = await call(session, "GET", f"{url}/v1/users/me")
+            outcomes.append(status)
+
+    await asyncio.gather(*(caller(p.url) for p in processes for _ in range(6)))
+    times = [r["t"] for r in upstream.received]
+    assert outcomes.count(429) > 0, "demand should exceed the budget"  # the gateways refused, not the upstream
+    span = max(times) - min(times)
+    assert len(times) <= span / 0.1 + 2  # one slot per 100 ms over the span, +1 for loopback jitter
+    assert max_in_window(times, 1.0) <= 10 + 1
+    assert {s for s in outcomes} <= {200, 429}
+
+
+async def test_upstream_429_on_one_replica_holds_back_the_other(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    upstream.then(Step(status=429, headers={"Retry-After": "2"}, body={"status": "error", "code": "RATE_LIMITED"}))
+    document = shared(upstream.url, redis_url, budget={"max_wait_ms": 4000}, upstream={"deadline_ms": 6000, "attempt_timeout_ms": 1000})
+    first, second = [start_gateway_process(document, tmp_path, name=f"gw{i}") for i in range(2)]
+    processes += [first, second]
+    status, _, _ = await call(session, "POST", f"{first.url}/v1/bookings", json={})
+    assert status == 429
+    status, _, _ = await call(session, "GET", f"{second.url}/v1/users/me")
+    assert status == 200
+    gap = upstream.received[1]["t"] - upstream.received[0]["t"]
+    assert gap >= 1.9, gap
+
+
+async def test_breaker_state_crosses_processes(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    upstream.default = Step(status=500)
+    document = shared(upstream.url, redis_url, breaker={"fail_max": 3, "reset_timeout_s": 2}, retry={"max_attempts": 1})
+    first, second = [start_gateway_process(document, tmp_path, name=f"gw{i}") for i in range(2)]
+    processes += [first, second]
+    for _ in range(3):
+        assert (await call(session, "GET", f"{first.url}/v1/users/me"))[0] == 500
+    opened = time.monotonic()
+    await asyncio.sleep(1.0)  # the sync interval is 0.5 s: within a second the other replica knows
+    status, headers, body = await call(session, "GET", f"{second.url}/v1/users/me")
+    assert (status, json.loads(body)["code"]) == (503, "CIRCUIT_OPEN") and int(headers["Retry-After"]) >= 1
+    assert len(upstream.received) == 3
+
+    upstream.default = Step(status=200)
+    await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - opened)))
+    assert (await call(session, "GET", f"{first.url}/v1/users/me"))[0] == 200  # the trial closes it
+    await asyncio.sleep(1.0)
+    statuses = [(await call(session, "GET", f"{second.url}/v1/users/me"))[0] for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    status_doc = json.loads((await call(session, "GET", f"{second.url}/_gateway/status", token=ADMIN_TOKEN))[2])
+    assert {b["name"]: b["state"] for b in status_doc["breakers"]}["live:/v1/users/me"] == "closed"
+
+
+async def test_idempotency_key_in_flight_on_one_replica_is_409_on_the_other(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    upstream.then(Step(status=200, delay_s=0.8, body={"status": "ok", "bookingId": "bk_9"}))
+    document = shared(upstream.url, redis_url)
+    first, second = [start_gateway_process(document, tmp_path, name=f"gw{i}") for i in range(2)]
+    processes += [first, second]
+    headers = {"Idempotency-Key": "order-1"}
+    booking = {"eventTypeId": "evt_demo"}
+    in_flight = asyncio.create_task(call(session, "POST", f"{first.url}/v1/bookings", json=booking, headers=headers))
+    while not upstream.received:
+        await asyncio.sleep(0.02)
+    status, _, body = await call(session, "POST", f"{second.url}/v1/bookings", json=booking, headers=headers)
+    assert (status, json.loads(body)["code"]) == (409, "IDEMPOTENCY_KEY_IN_USE")
+    status, _, original = await in_flight
+    assert status == 200
+    status, replay_headers, replay = await call(session, "POST", f"{second.url}/v1/bookings", json=booking, headers=headers)
+    assert (status, replay, replay_headers["Idempotent-Replayed"]) == (200, original, "true")
+    assert len(upstream.received) == 1
+
+
+async def test_redis_killed_mid_traffic_then_back(upstream: ScriptedUpstream, redis_server: RedisServer, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    redis_server.flush()
+    document = shared(upstream.url, redis_server.url, upstream={"deadline_ms": 2000, "attempt_timeout_ms": 1000})
+    process = start_gateway_process(document, tmp_path)
+    processes.append(process)
+    statuses: list[int] = []
+    slowest = 0.0
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        nonlocal slowest
+        while not stop.is_set():
+            started = time.monotonic()
+            status, _, _ = await call(session, "GET", f"{process.url}/v1/users/me")
+            slowest = max(slowest, time.monotonic() - started)
+            statuses.append(status)
+            await asyncio.sleep(0.02)
+
+    runner = asyncio.create_task(traffic())
+    try:
+        await asyncio.sleep(0.5)
+        redis_server.stop()
+        await asyncio.sleep(1.5)
+        status, _, body = await call(session, "GET", f"{process.url}/_gateway/ready", token=None)
+        assert status == 503 and any("store unreachable" in r for r in json.loads(body)["reasons"])
+        served_while_down = len(statuses)
+        await asyncio.sleep(1.0)
+        assert len(statuses) > served_while_down  # still answering
+        redis_server.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if (await call(session, "GET", f"{process.url}/_gateway/ready", token=None))[0] == 200:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the gateway did not recover when Redis came back")
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await runner
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert slowest < 2.0  # nothing hung past its deadline
+    events = [line.get("event") for line in process.log_lines()]
+    assert "store_unreachable" in events and "store_recovered" in events
+
+
+async def test_gateway_starts_and_serves_with_redis_down(upstream: ScriptedUpstream, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    from tests.support.servers import closed_port
+
+    document = shared(upstream.url, f"redis://127.0.0.1:{closed_port()}/0")
+    process = start_gateway_process(document, tmp_path)
+    processes.append(process)
+    assert (await call(session, "GET", f"{process.url}/v1/users/me"))[0] == 200
+    status, _, body = await call(session, "GET", f"{process.url}/_gateway/ready", token=None)
+    assert status == 503 and "store unreachable" in json.loads(body)["reasons"][0]
+
+
+async def test_workers_share_one_port_and_one_store(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    document = shared(upstream.url, redis_url, server={"workers": 2})
+    process = start_gateway_process(document, tmp_path)
+    processes.append(process)
+    await asyncio.sleep(2.5)  # both workers heart-beat into the store
+    members: set[str] = set()
+    for _ in range(20):
+        async with aiohttp.ClientSession() as fresh:  # new connections spread over the workers
+            status, _, body = await call(fresh, "GET", f"{process.url}/_gateway/status", token=ADMIN_TOKEN)
+            members.update(json.loads(body)["members"])
+    assert status == 200 and len(members) == 2
+    assert process.terminate() == 0
