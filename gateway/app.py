@@ -12,6 +12,7 @@ treat the gateway's own refusals (rate budget, open circuit) as final.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -292,7 +293,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await c.breakers.close()
     await c.upstream.close()
     await c.store.close()
-    c.telemetry.shutdown()  # flushes batched spans and metrics
+    await asyncio.to_thread(c.telemetry.shutdown)  # flushes batched spans and metrics; exporters block
 
 
 def build_app(components: Components) -> web.Application:

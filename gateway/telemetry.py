@@ -105,15 +105,15 @@ def _otlp_exporters(settings: TelemetrySettings) -> tuple[SpanExporter | None, A
         insecure = base.startswith("http://")
         endpoint = base.split("://", 1)[1]
         return (
-            OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=5),
-            OTLPMetricExporter(endpoint=endpoint, insecure=insecure, timeout=5),
+            OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=3),
+            OTLPMetricExporter(endpoint=endpoint, insecure=insecure, timeout=3),
         )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetrics,
     )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
-    return HttpSpans(endpoint=f"{base}/v1/traces", timeout=5), HttpMetrics(endpoint=f"{base}/v1/metrics", timeout=5)
+    return HttpSpans(endpoint=f"{base}/v1/traces", timeout=3), HttpMetrics(endpoint=f"{base}/v1/metrics", timeout=3)
 
 
 @dataclass
