@@ -40,6 +40,7 @@ from gateway.middleware.request_id import request_id_middleware
 from gateway.proxy import proxy_handler
 from gateway.retry_budget import RetryBudget
 from gateway.settings import Secrets, Settings
+from gateway.source_ip import trusted_networks
 from gateway.stages.breaker import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
@@ -51,6 +52,8 @@ from gateway.store.redis import RedisStore
 from gateway.store.resilient import ResilientStore
 from gateway.telemetry import StageObservers, Telemetry
 from gateway.upstream import UpstreamClient
+from gateway.webhooks.relay import WebhookRelay
+from gateway.webhooks.routes import webhook_routes
 
 log = structlog.get_logger("gateway.app")
 
@@ -78,6 +81,7 @@ class Components:
     status: StatusBoard
     metrics: MetricsView
     chain: Chain
+    relay: WebhookRelay
     draining: bool = False
     extras: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)
 
@@ -186,6 +190,14 @@ def build_components(
     )
     records = RecordWriter(store)
     metrics = MetricsView(telemetry.registry)
+    relay = WebhookRelay(
+        store=store,
+        settings=settings.webhooks,
+        subscriber_secrets=secrets.subscriber_secrets,
+        clock=clock,
+        rng=rng,
+        ca_file=settings.upstream.ca_file,
+    )
     components = Components(
         settings=settings,
         secrets=secrets,
@@ -201,6 +213,7 @@ def build_components(
         status=None,  # type: ignore[arg-type]  # set just below: it reads the other components
         metrics=metrics,
         chain=chain,
+        relay=relay,
     )
     components.status = StatusBoard(
         store=store,
@@ -213,6 +226,7 @@ def build_components(
             "budgets": lambda: budget_section(settings),
             "store": lambda: store_section(components),
             "apiKeys": lambda: key_age_section(components),
+            "webhooks": lambda: {"backlog": relay.backlog, "deadLetters": relay.dead_letters},
         },
         extra_snapshot=lambda: {"exposition": metrics.local().decode()},
     )
@@ -221,6 +235,7 @@ def build_components(
     ]
     telemetry.gauges.store_up = lambda: not isinstance(store, ResilientStore) or store.healthy
     telemetry.gauges.api_key_ages = components.api_key_ages
+    telemetry.gauges.webhook_backlog = lambda: relay.backlog
     return components
 
 
@@ -275,6 +290,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await c.breakers.start()
     await c.records.start()
     await c.status.start()
+    await c.relay.start()
     log.info(
         "gateway_started",
         member=c.member_id,
@@ -288,6 +304,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 "api_key_old", environment=name, ageDays=days
             )
     yield
+    await c.relay.close()
     await c.status.close()
     await c.records.close()
     await c.breakers.close()
@@ -327,6 +344,19 @@ def build_app(components: Components) -> web.Application:
             admin_token=lambda: components.secrets.admin_token,
         )
     )
+    if settings.webhooks.secret_envs:  # [] turns ingress off
+        app.add_routes(
+            webhook_routes(
+                settings=settings.webhooks,
+                secrets=lambda: components.secrets.webhook_secrets,
+                store=components.store,
+                clock=components.clock,
+                telemetry=components.telemetry,
+                max_body_bytes=settings.server.max_body_bytes,
+                trusted=trusted_networks(settings.server.trusted_proxies),
+                admin_token=lambda: components.secrets.admin_token,
+            )
+        )
     app.router.add_route(
         "*",
         "/v1/{tail:.*}",

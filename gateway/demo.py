@@ -11,12 +11,14 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from gateway import log, settings
 from gateway.app import build_components
@@ -39,7 +41,7 @@ BOOKING = {
 }
 
 
-def demo_document(gateway_port: int, sim_port: int) -> dict[str, object]:
+def demo_document(gateway_port: int, sim_port: int, subscriber_url: str) -> dict[str, object]:
     upstream = f"http://127.0.0.1:{sim_port}"
     return {
         "server": {"listen": f"127.0.0.1:{gateway_port}", "shutdown_grace_s": 3},
@@ -56,7 +58,11 @@ def demo_document(gateway_port: int, sim_port: int) -> dict[str, object]:
             }
         },
         "breaker": {"fail_max": 5, "reset_timeout_s": 10},
-        "webhooks": {"secret_envs": ["PMC_WEBHOOK_SECRET"], "allow_insecure_http": True},
+        "webhooks": {
+            "secret_envs": ["PMC_WEBHOOK_SECRET"],
+            "allow_insecure_http": True,  # the demo subscriber is plain http on 127.0.0.1
+            "subscribers": [{"name": "demo-subscriber", "url": subscriber_url}],
+        },
     }
 
 
@@ -102,6 +108,30 @@ async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str,
                 await asyncio.wait_for(stop.wait(), 0.8)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _demo_subscriber(received: list[str]) -> tuple[web.AppRunner, str]:
+    """Stands in for an internal service that subscribes to booking events."""
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        received.append(request.headers.get("X-PMC-Event-Type", "?"))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks/pinmycal", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    return runner, f"http://127.0.0.1:{port}/hooks/pinmycal"
+
+
 def run_demo(args: argparse.Namespace) -> int:
     for name, value in DEMO_SECRETS.items():
         os.environ.setdefault(name, value)
@@ -114,10 +144,19 @@ def run_demo(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        gateway_port = args.port or _free_port()
+        received: list[str] = []
+        subscriber, subscriber_url = await _demo_subscriber(received)
         sim_runner, sim_port, _ = await start_sim(
-            SimConfig(port=args.sim_port, faults=Faults(latency_ms=120), job_eta_s=5)
+            SimConfig(
+                port=args.sim_port,
+                faults=Faults(latency_ms=120),
+                job_eta_s=5,
+                webhook_url=f"http://127.0.0.1:{gateway_port}/webhooks/pinmycal",
+                webhook_secret=os.environ["PMC_WEBHOOK_SECRET"].encode(),
+            )
         )
-        config = settings.parse(demo_document(args.port, sim_port))
+        config = settings.parse(demo_document(gateway_port, sim_port, subscriber_url))
         components = build_components(config, settings.resolve_secrets(config))
         started = asyncio.Event()
         bound: dict[str, int] = {}
@@ -140,6 +179,7 @@ pmc-gateway demo is running (Ctrl-C stops everything)
   gateway     {gateway}
   simulator   {sim}   (PinmyCal API stand-in; faults at {sim}/_sim/faults)
   dashboard   {gateway}/_gateway/dashboard   (admin token: {DEMO_ADMIN_TOKEN})
+  webhooks    simulator → {gateway}/webhooks/pinmycal (verified, deduplicated) → {subscriber_url}
   logs        {log_path}
 
 Book through the gateway (the gateway injects the PinmyCal key; you never hold it):
@@ -163,7 +203,11 @@ Then find everything about it by its requestId (the X-Request-Id response header
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 10)
             if traffic is not None and not stop.is_set():
-                print(f"  demo traffic: {stats['ok']} answered, {stats['failed']} failed (5xx)", flush=True)
+                print(
+                    f"  demo traffic: {stats['ok']} answered, {stats['failed']} failed (5xx); "
+                    f"{len(received)} webhook events relayed to the subscriber",
+                    flush=True,
+                )
             if deadline is not None and time.monotonic() >= deadline:
                 stop.set()
         print("stopping…", flush=True)
@@ -172,6 +216,7 @@ Then find everything about it by its requestId (the X-Request-Id response header
         gateway_stop.set()
         await gateway_task
         await sim_runner.cleanup()
+        await subscriber.cleanup()
         print("stopped.", flush=True)
 
     try:

@@ -9,9 +9,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway import headers as header_rules
+from gateway.body import read_body
 from gateway.chain import Chain
 from gateway.clock import Clock
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest
 from gateway.middleware.keys import CALLER, RECORD
 from gateway.record import RequestRecord
 from gateway.routes import route_template
@@ -19,14 +20,6 @@ from gateway.types import UpstreamRequest, UpstreamResponse
 
 MAX_IDEMPOTENCY_KEY = 255
 _SNIFF_LIMIT = 256 * 1024
-
-
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
-    if not request.body_exists:
-        return b""
-    return await request.read()  # client_max_size enforces the limit for chunked bodies
 
 
 def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> None:

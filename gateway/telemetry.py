@@ -156,7 +156,9 @@ class Telemetry:
         if settings.prometheus:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-            readers.append(PrometheusMetricReader(disable_target_info=True, registry=self.registry))
+            readers.append(
+                PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False, registry=self.registry)
+            )
         if otlp_metrics is not None:
             readers.append(
                 PeriodicExportingMetricReader(otlp_metrics, export_interval_millis=int(export_interval_s * 1000))

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import math
 import os
@@ -28,6 +26,8 @@ from datetime import datetime
 
 import aiohttp
 from aiohttp import web
+
+from gateway.webhooks.signature import sign
 
 KEY_PATTERN = re.compile(r"^pmc_(live|test)_[A-Za-z0-9_]{4,}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -78,11 +78,6 @@ class SimConfig:
 
 def _short_id(rng: random.Random, prefix: str, n: int = 5) -> str:
     return prefix + "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
-
-
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """PinmyCal's webhook signature (SPEC §7)."""
-    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 class Simulator:

@@ -74,6 +74,10 @@ class MemoryStore:
         self._records = _ExpiringMap(self._clock, max_records)
         self._members = _ExpiringMap(self._clock, 1_000)
         self._snapshots = _ExpiringMap(self._clock, 1_000)
+        self._webhook_seen = _ExpiringMap(self._clock, 1_000_000)
+        self._webhook_events: dict[str, bytes] = {}
+        self._webhook_due: dict[str, float] = {}
+        self._webhook_dead: dict[str, float] = {}
 
     async def start(self) -> None:
         return None
@@ -148,3 +152,47 @@ class MemoryStore:
     async def snapshots(self) -> list[bytes]:
         found = (self._snapshots.get(member) for member in list(self._snapshots.keys()))
         return [blob for blob in found if isinstance(blob, bytes)]
+
+    # -- webhooks (one process, not durable) -----------------------------------
+    async def webhook_accept(self, event_id: str, blob: bytes, dedupe_ttl_s: float, due: float) -> bool:
+        if self._webhook_seen.get(event_id) is not None:
+            return False
+        self._webhook_seen.set(event_id, True, dedupe_ttl_s)
+        self._webhook_events[event_id] = blob
+        self._webhook_due[event_id] = due
+        return True
+
+    async def webhook_claim(self, now: float, lease_s: float, limit: int) -> list[bytes]:
+        due = sorted((at, event_id) for event_id, at in self._webhook_due.items() if at <= now)[:limit]
+        for _, event_id in due:
+            self._webhook_due[event_id] = now + lease_s
+        return [self._webhook_events[event_id] for _, event_id in due]
+
+    async def webhook_finish(self, event_id: str, outcome: str, blob: bytes, score: float) -> None:
+        if outcome == "done":
+            self._webhook_due.pop(event_id, None)
+            self._webhook_events.pop(event_id, None)
+            return
+        self._webhook_events[event_id] = blob
+        if outcome == "retry":
+            self._webhook_due[event_id] = score
+        else:
+            self._webhook_due.pop(event_id, None)
+            self._webhook_dead[event_id] = score
+
+    async def webhook_counts(self) -> tuple[int, int]:
+        return len(self._webhook_due), len(self._webhook_dead)
+
+    async def webhook_dead_letters(self, limit: int) -> list[bytes]:
+        newest = sorted(self._webhook_dead, key=self._webhook_dead.__getitem__, reverse=True)[:limit]
+        return [self._webhook_events[event_id] for event_id in newest]
+
+    async def webhook_get(self, event_id: str) -> bytes | None:
+        return self._webhook_events.get(event_id)
+
+    async def webhook_replay(self, event_id: str, blob: bytes, due: float) -> bool:
+        if self._webhook_dead.pop(event_id, None) is None:
+            return False
+        self._webhook_events[event_id] = blob
+        self._webhook_due[event_id] = due
+        return True

@@ -56,6 +56,13 @@ def snapshot_key(member: str) -> str:
     return f"{PREFIX}:snapshot:{member}"
 
 
+def webhook_seen_key(event_id: str) -> str:
+    return f"{PREFIX}:{{wh}}:seen:{event_id}"
+
+
+WEBHOOK_EVENTS = f"{PREFIX}:{{wh}}:events"
+WEBHOOK_DUE = f"{PREFIX}:{{wh}}:due"
+WEBHOOK_DEAD = f"{PREFIX}:{{wh}}:dead"
 BREAKERS_KEY = f"{PREFIX}:breakers"
 MEMBERS_KEY = f"{PREFIX}:members"
 
@@ -181,3 +188,36 @@ class RedisStore:
             return []
         blobs = await self._run(self.client.mget([snapshot_key(m.decode()) for m in members]))
         return [bytes(blob) for blob in blobs if blob is not None]
+
+    # -- webhooks ----------------------------------------------------------------
+    async def webhook_accept(self, event_id: str, blob: bytes, dedupe_ttl_s: float, due: float) -> bool:
+        keys = [webhook_seen_key(event_id), WEBHOOK_EVENTS, WEBHOOK_DUE]
+        return bool(await self._script("webhook_accept", keys, [event_id, blob, int(dedupe_ttl_s), repr(due)]))
+
+    async def webhook_claim(self, now: float, lease_s: float, limit: int) -> list[bytes]:
+        blobs = await self._script("webhook_claim", [WEBHOOK_DUE, WEBHOOK_EVENTS], [repr(now), repr(now + lease_s), limit])
+        return [bytes(b) for b in blobs]
+
+    async def webhook_finish(self, event_id: str, outcome: str, blob: bytes, score: float) -> None:
+        await self._script("webhook_finish", [WEBHOOK_DUE, WEBHOOK_EVENTS, WEBHOOK_DEAD], [event_id, outcome, blob, repr(score)])
+
+    async def webhook_counts(self) -> tuple[int, int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(WEBHOOK_DUE)
+        pipe.zcard(WEBHOOK_DEAD)
+        backlog, dead = await self._run(pipe.execute())
+        return int(backlog), int(dead)
+
+    async def webhook_dead_letters(self, limit: int) -> list[bytes]:
+        ids = await self._run(self.client.zrevrange(WEBHOOK_DEAD, 0, limit - 1))
+        if not ids:
+            return []
+        blobs = await self._run(self.client.hmget(WEBHOOK_EVENTS, ids))
+        return [bytes(b) for b in blobs if b is not None]
+
+    async def webhook_get(self, event_id: str) -> bytes | None:
+        blob = await self._run(self.client.hget(WEBHOOK_EVENTS, event_id))
+        return bytes(blob) if blob is not None else None
+
+    async def webhook_replay(self, event_id: str, blob: bytes, due: float) -> bool:
+        return bool(await self._script("webhook_replay", [WEBHOOK_DUE, WEBHOOK_EVENTS, WEBHOOK_DEAD], [event_id, blob, repr(due)]))

@@ -12,6 +12,8 @@ background ping succeeds again, checked every ``recheck_s``. What each concern d
 - idempotency: local to this process: a repeat reaching the same process is still
   replayed or refused; one reaching another replica is not protected.
 - triage records: kept locally (bounded) and readable from this process.
+- webhook events: never accepted locally (a local copy is not durable): accepting raises
+  ``StoreError`` so the ingress answers 503 and PinmyCal retries; the relay pauses.
 """
 
 from __future__ import annotations
@@ -194,6 +196,37 @@ class ResilientStore:
 
     async def snapshots(self) -> list[bytes]:
         return await self._either(self._primary.snapshots, self._fallback.snapshots)
+
+    # -- webhooks: durable or not at all ------------------------------------------
+    async def _shared_only(self, call: Callable[[], Awaitable[T]]) -> T:
+        if not self.healthy:
+            raise StoreError(self.last_error or "store unreachable")
+        try:
+            return await call()
+        except StoreError as exc:
+            self._mark_down(exc)
+            raise
+
+    async def webhook_accept(self, event_id: str, blob: bytes, dedupe_ttl_s: float, due: float) -> bool:
+        return await self._shared_only(lambda: self._primary.webhook_accept(event_id, blob, dedupe_ttl_s, due))
+
+    async def webhook_claim(self, now: float, lease_s: float, limit: int) -> list[bytes]:
+        return await self._shared_only(lambda: self._primary.webhook_claim(now, lease_s, limit))
+
+    async def webhook_finish(self, event_id: str, outcome: str, blob: bytes, score: float) -> None:
+        await self._shared_only(lambda: self._primary.webhook_finish(event_id, outcome, blob, score))
+
+    async def webhook_counts(self) -> tuple[int, int]:
+        return await self._shared_only(self._primary.webhook_counts)
+
+    async def webhook_dead_letters(self, limit: int) -> list[bytes]:
+        return await self._shared_only(lambda: self._primary.webhook_dead_letters(limit))
+
+    async def webhook_get(self, event_id: str) -> bytes | None:
+        return await self._shared_only(lambda: self._primary.webhook_get(event_id))
+
+    async def webhook_replay(self, event_id: str, blob: bytes, due: float) -> bool:
+        return await self._shared_only(lambda: self._primary.webhook_replay(event_id, blob, due))
 
 
 async def _none() -> None:

@@ -1,0 +1,146 @@
+"""Delivers accepted webhook events to every matching subscriber, durably.
+
+Each process runs one relay. It leases due events from the store (a lease that lapses
+because its holder died makes the event due again), POSTs the original body with
+``X-PMC-Event-Id``, ``X-PMC-Event-Type`` and, when the subscriber has a secret, the
+gateway's own ``X-PMC-Signature`` (same scheme as PinmyCal's), and acknowledges the
+round: done, retry after an exponential backoff with jitter
+(uniform(½, 1) × min(delivery_max_delay_s, delivery_base_delay_ms · 2^attempt)), or — once
+the next try would fall past ``delivery_horizon_s`` after acceptance — dead letter.
+Only the subscribers still pending are tried again. Delivery is at least once:
+subscribers deduplicate by ``X-PMC-Event-Id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Mapping
+
+import aiohttp
+import structlog
+
+from gateway.clock import Clock
+from gateway.errors import StoreError
+from gateway.settings import SubscriberSettings, WebhookSettings
+from gateway.store.base import Store
+from gateway.upstream import client_ssl_context
+from gateway.webhooks.event import WebhookEvent
+from gateway.webhooks.signature import sign
+
+log = structlog.get_logger("gateway.webhooks")
+
+LEASE_S = 30.0
+DELIVERY_TIMEOUT_S = 10.0
+BATCH = 16
+
+
+def matching(subscribers: tuple[SubscriberSettings, ...], event_type: str) -> list[str]:
+    return [s.name for s in subscribers if event_type in s.events]
+
+
+class WebhookRelay:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: WebhookSettings,
+        subscriber_secrets: Mapping[str, bytes],
+        clock: Clock,
+        rng: random.Random,
+        poll_s: float = 0.2,
+        ca_file: str = "",
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._secrets = dict(subscriber_secrets)
+        self._subscribers = {s.name: s for s in settings.subscribers}
+        self._clock = clock
+        self._rng = rng
+        self._poll_s = poll_s
+        self._ca_file = ca_file
+        self.backlog = 0
+        self.dead_letters = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def backoff_s(self, attempts: int) -> float:
+        ceiling = min(self._settings.delivery_max_delay_s, self._settings.delivery_base_delay_ms / 1000 * 2 ** (attempts - 1))
+        return ceiling * self._rng.uniform(0.5, 1.0)
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=64, ssl=client_ssl_context(self._ca_file))
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S))
+        self._task = asyncio.create_task(self._run(), name="webhook-relay")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+    async def _run(self) -> None:
+        last_count = 0.0
+        while True:
+            now = self._clock.wall()
+            try:
+                blobs = await self._store.webhook_claim(now, LEASE_S, BATCH)
+                if now - last_count >= 1.0 or blobs:
+                    self.backlog, self.dead_letters = await self._store.webhook_counts()
+                    last_count = now
+            except StoreError as exc:
+                log.warning("webhook_store_unavailable", error=str(exc))
+                await asyncio.sleep(1.0)
+                continue
+            if not blobs:
+                await asyncio.sleep(self._poll_s)
+                continue
+            await asyncio.gather(*(self._deliver(WebhookEvent.from_blob(blob)) for blob in blobs))
+
+    async def _deliver(self, event: WebhookEvent) -> None:
+        targets = [name for name in event.pending if name in self._subscribers]
+        results = await asyncio.gather(*(self._post(self._subscribers[name], event) for name in targets))
+        failures = {name: error for name, error in zip(targets, results, strict=True) if error is not None}
+        now = self._clock.wall()
+        try:
+            if not failures:
+                log.info("webhook_delivered", eventId=event.event_id, type=event.type, subscribers=targets, attempts=event.attempts + 1)
+                await self._store.webhook_finish(event.event_id, "done", b"", 0.0)
+                return
+            event.attempts += 1
+            event.pending = sorted(failures)
+            event.last_error = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items()))
+            next_try = now + self.backoff_s(event.attempts)
+            if next_try > event.horizon_from + self._settings.delivery_horizon_s:
+                event.dead_at = now
+                log.error("webhook_dead_letter", eventId=event.event_id, type=event.type, attempts=event.attempts, error=event.last_error)
+                await self._store.webhook_finish(event.event_id, "dead", event.to_blob(), now)
+            else:
+                log.warning("webhook_delivery_failed", eventId=event.event_id, attempts=event.attempts, retryInS=round(next_try - now, 3), error=event.last_error)
+                await self._store.webhook_finish(event.event_id, "retry", event.to_blob(), next_try)
+        except StoreError as exc:  # the lease lapses and the round is tried again
+            log.warning("webhook_ack_failed", eventId=event.event_id, error=str(exc))
+
+    async def _post(self, subscriber: SubscriberSettings, event: WebhookEvent) -> str | None:
+        """None when delivered, else why not."""
+        assert self._session is not None
+        headers = {
+            "Content-Type": "application/json",
+            "X-PMC-Event-Id": event.event_id,
+            "X-PMC-Event-Type": event.type,
+            "X-Request-Id": event.request_id,
+        }
+        secret = self._secrets.get(subscriber.name)
+        if secret is not None:
+            timestamp = str(int(self._clock.wall()))
+            headers["X-PMC-Timestamp"] = timestamp
+            headers["X-PMC-Signature"] = sign(secret, timestamp, event.body)
+        try:
+            async with self._session.post(subscriber.url, data=event.body, headers=headers, allow_redirects=False) as response:
+                await response.read()
+                return None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return type(exc).__name__
