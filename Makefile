@@ -26,5 +26,9 @@ test: $(STAMP) lint
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the tests: apt-get install -y redis-server"; exit 1; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Regenerate the committed Grafana JSON from dashboards/generate.py.
+dashboards: $(STAMP)
+	$(BIN)/python -m dashboards.generate
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

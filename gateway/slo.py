@@ -58,6 +58,7 @@ class Tally:
     def summary(self, target_availability: float) -> dict[str, object]:
         availability = None if self.count == 0 else 1 - self.errors / self.count
         budget = 1 - target_availability
+        # the window's error ratio over the allowed one: 1.0 spends the budget exactly (a burn rate)
         spent = None if availability is None else (1 - availability) / budget
         return {
             "requests": self.count,
