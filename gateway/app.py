@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
 from gateway.chain import Chain, compose
 from gateway.clock import Clock, SystemClock
+from gateway.errors import ConfigError
 from gateway.ids import ulid
 from gateway.middleware.access_log import access_log_middleware
 from gateway.middleware.caller_auth import ClientDirectory, caller_auth_middleware
@@ -44,7 +46,7 @@ from gateway.source_ip import trusted_networks
 from gateway.stages.breaker import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
-from gateway.stages.rate_budget import RateBudgetStage, buckets_from
+from gateway.stages.rate_budget import BucketTable, RateBudgetStage
 from gateway.stages.retry import Backoff, RetryStage
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
@@ -82,6 +84,9 @@ class Components:
     metrics: MetricsView
     chain: Chain
     relay: WebhookRelay
+    clients: ClientDirectory
+    budget_table: BucketTable
+    config_path: Path | None = None
     draining: bool = False
     extras: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)
 
@@ -95,6 +100,13 @@ class Components:
         if isinstance(self.store, ResilientStore) and not self.store.healthy:
             reasons.append(f"store unreachable ({self.store.last_error}); budgets use the local share")
         return reasons
+
+    def warn_key_age(self, environment: str, days: float) -> None:
+        """Past 60 days a warning, past 90 a loud one (SPEC §3)."""
+        if days > KEY_AGE_ALARM_DAYS:
+            log.error("api_key_old", environment=environment, ageDays=days, rotateBy="now: older than 90 days")
+        elif days > KEY_AGE_WARN_DAYS:
+            log.warning("api_key_old", environment=environment, ageDays=days)
 
     def api_key_ages(self) -> list[tuple[str, float]]:
         ages = []
@@ -130,6 +142,7 @@ def build_components(
     rng: random.Random | None = None,
     member_id: str | None = None,
     span_exporter: SpanExporter | None = None,
+    config_path: Path | None = None,
 ) -> Components:
     clock = clock or SystemClock()
     rng = rng or random.Random()
@@ -154,6 +167,7 @@ def build_components(
         member_id=member_id,
         shared=not settings.store.is_memory,
     )
+    budget_table = BucketTable(settings)
     retry_budget = RetryBudget(
         percent=settings.retry.budget_percent,
         min_per_second=settings.retry.min_retries_per_second,
@@ -178,7 +192,7 @@ def build_components(
             BreakerStage(breakers),
             RateBudgetStage(
                 store=store,
-                buckets=buckets_from(settings),
+                buckets=budget_table,
                 max_wait_s=settings.budget.max_wait_ms / 1000,
                 clock=clock,
                 observer=observers,
@@ -214,6 +228,9 @@ def build_components(
         metrics=metrics,
         chain=chain,
         relay=relay,
+        clients=ClientDirectory(settings.clients),
+        budget_table=budget_table,
+        config_path=config_path,
     )
     components.status = StatusBoard(
         store=store,
@@ -299,10 +316,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         environments=sorted(c.settings.environments),
     )
     for name, days in c.api_key_ages():
-        if days > KEY_AGE_WARN_DAYS:
-            (log.error if days > KEY_AGE_ALARM_DAYS else log.warning)(
-                "api_key_old", environment=name, ageDays=days
-            )
+        c.warn_key_age(name, days)
     yield
     await c.relay.close()
     await c.status.close()
@@ -326,7 +340,7 @@ def build_app(components: Components) -> web.Application:
             ),
             error_envelope_middleware(),
             path_safety_middleware(),
-            caller_auth_middleware(directory=ClientDirectory(settings.clients)),
+            caller_auth_middleware(directory=components.clients),
         ],
         client_max_size=settings.server.max_body_bytes,
         handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100},
@@ -342,6 +356,7 @@ def build_app(components: Components) -> web.Application:
             if settings.telemetry.prometheus
             else None,
             admin_token=lambda: components.secrets.admin_token,
+            reload=lambda: reload_or_signal(components),
         )
     )
     if settings.webhooks.secret_envs:  # [] turns ingress off
@@ -369,6 +384,21 @@ def build_app(components: Components) -> web.Application:
         name="proxy",
     )
     return app
+
+
+def reload_or_signal(components: Components) -> tuple[int, dict[str, object]]:
+    """One worker reloads itself; with several, validate here, then the supervisor signals all."""
+    from gateway import reload as reloading
+
+    if components.settings.server.workers == 1 or components.config_path is None:
+        result = reloading.reload(components)
+        return (200 if result.applied else 422), result.to_json()
+    try:
+        reloading.validate(components.config_path)
+    except ConfigError as exc:
+        return 422, {"status": "refused", "problems": exc.problems, "needsRestart": []}
+    os.kill(os.getppid(), signal.SIGHUP)
+    return 202, {"status": "accepted", "problems": [], "needsRestart": [], "workers": components.settings.server.workers}
 
 
 def _proxied(submit: Callable[..., None]) -> Callable[..., None]:

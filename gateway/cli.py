@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from gateway.errors import ConfigError
@@ -112,7 +113,7 @@ def _serve(path: str) -> int:
     except ConfigError as exc:
         print(f"pmc-gateway: bad config: {'; '.join(exc.problems)}", file=sys.stderr)
         return EXIT_USAGE
-    return serve(loaded, lambda: settings.resolve_secrets(loaded))
+    return serve(loaded, lambda: settings.resolve_secrets(loaded), config_path=Path(path).resolve())
 
 
 def _triage(args: argparse.Namespace) -> int:

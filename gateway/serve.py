@@ -16,6 +16,7 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -71,11 +72,15 @@ async def run_worker(
     )
     await site.start()
     port = _bound_port(runner) or settings.server.port
+    loop = asyncio.get_running_loop()
     if stop is None:  # standalone: signals drive the stop; embedded: the caller's event does
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+    if components.config_path is not None:
+        from gateway.reload import reload
+
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload(components))
     scheme = "https" if settings.server.tls else "http"
     log.info("listening", url=f"{scheme}://{settings.server.host}:{port}", pid=os.getpid())
     if on_started:
@@ -94,26 +99,31 @@ def _bound_port(runner: web.AppRunner) -> int | None:
     return None
 
 
-def serve(settings: Settings, secrets_loader: Callable[[], object]) -> int:
+def serve(settings: Settings, secrets_loader: Callable[[], object], config_path: Path | None = None) -> int:
     """Run until SIGTERM; returns the exit code."""
+
+    def components() -> Components:
+        return build_components(settings, secrets_loader(), config_path=config_path)  # type: ignore[arg-type]
+
     if settings.server.workers == 1:
-        run_async(lambda: run_worker(build_components(settings, secrets_loader())))  # type: ignore[arg-type]
+        run_async(lambda: run_worker(components()))
         return 0
-    return _supervise(settings, secrets_loader)
+    return _supervise(settings, components)
 
 
-def _supervise(settings: Settings, secrets_loader: Callable[[], object]) -> int:
+def _supervise(settings: Settings, make_components: Callable[[], Components]) -> int:
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
     def start(index: int) -> None:
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the worker: drop the supervisor's handlers until its own loop installs them
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             code = 0
             try:
-                run_async(
-                    lambda: run_worker(build_components(settings, secrets_loader()), reuse_port=True)  # type: ignore[arg-type]
-                )
+                run_async(lambda: run_worker(make_components(), reuse_port=True))
             except BaseException:
                 log.exception("worker_crashed", worker=index)
                 code = 1
@@ -129,8 +139,14 @@ def _supervise(settings: Settings, secrets_loader: Callable[[], object]) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def reload_all(signum: int, _frame: object) -> None:
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload_all)
     for index in range(settings.server.workers):
         start(index)
     log.info("supervising", workers=settings.server.workers, pid=os.getpid())

@@ -40,6 +40,7 @@ def admin_routes(
     records: RecordWriter,
     metrics_text: Callable[[], Awaitable[bytes]] | None,
     admin_token: Callable[[], str | None],
+    reload: Callable[[], tuple[int, dict[str, object]]] | None = None,
 ) -> list[web.RouteDef]:
     guard = admin_guard(admin_token)
 
@@ -79,6 +80,11 @@ def admin_routes(
             },
         )
 
+    async def reload_config(_: web.Request) -> web.StreamResponse:
+        assert reload is not None
+        status, body = reload()
+        return json_response(body, status=status)
+
     routes = [
         web.get("/_gateway/health", health, name="health", allow_head=True),
         web.get("/_gateway/ready", ready, name="ready", allow_head=True),
@@ -86,6 +92,8 @@ def admin_routes(
         web.get("/_gateway/requests/{request_id}", guard(request_record), name="request_record"),
         web.get("/_gateway/dashboard", dashboard, name="dashboard"),
     ]
+    if reload is not None:
+        routes.append(web.post("/_gateway/reload", guard(reload_config), name="reload"))
     if metrics_text is not None:
         routes.append(web.get("/_gateway/metrics", guard(metrics), name="metrics"))
     return routes

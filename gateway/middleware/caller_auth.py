@@ -19,6 +19,10 @@ class ClientDirectory:
     """Finds a client by token in constant time over all clients (no early exit)."""
 
     def __init__(self, clients: Mapping[str, ClientSettings]) -> None:
+        self.replace(clients)
+
+    def replace(self, clients: Mapping[str, ClientSettings]) -> None:
+        """Swap the whole table at once (reload): a lookup sees the old or the new, never a mix."""
         self._clients = [(name, bytes.fromhex(c.token_sha256), c.environments) for name, c in clients.items()]
 
     def find(self, token: str) -> tuple[str, tuple[str, ...]] | None:

@@ -38,6 +38,19 @@ def pause_tag(environment: str) -> str:
     return f"env:{environment}"
 
 
+class BucketTable:
+    """Every (client, environment) pair's buckets, built at start-up and swapped whole on reload."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.replace(settings)
+
+    def replace(self, settings: Settings) -> None:
+        self._table = buckets_from(settings)
+
+    def __getitem__(self, caller: tuple[str, str]) -> tuple[Bucket, ...]:
+        return self._table[caller]
+
+
 def buckets_from(settings: Settings) -> dict[tuple[str, str], tuple[Bucket, ...]]:
     """Every (client, environment) pair's buckets, built once at start-up."""
     table: dict[tuple[str, str], tuple[Bucket, ...]] = {}
@@ -53,7 +66,7 @@ def buckets_from(settings: Settings) -> dict[tuple[str, str], tuple[Bucket, ...]
 @dataclass(frozen=True, slots=True)
 class RateBudgetStage:
     store: Store
-    buckets: Mapping[tuple[str, str], tuple[Bucket, ...]]
+    buckets: BucketTable | Mapping[tuple[str, str], tuple[Bucket, ...]]
     max_wait_s: float
     clock: Clock
     observer: BudgetObserver

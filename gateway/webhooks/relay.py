@@ -65,6 +65,9 @@ class WebhookRelay:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def replace_secrets(self, subscriber_secrets: Mapping[str, bytes]) -> None:
+        self._secrets = dict(subscriber_secrets)
+
     def backoff_s(self, attempts: int) -> float:
         ceiling = min(self._settings.delivery_max_delay_s, self._settings.delivery_base_delay_ms / 1000 * 2 ** (attempts - 1))
         return ceiling * self._rng.uniform(0.5, 1.0)
