@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--slow-rate", type=_rate, default=0.0, help="fraction of slow answers (10x latency)")
     sim.add_argument("--extra-latency-ms", type=_positive_float, default=0.0, help="added to every answer")
     sim.add_argument("--storm-s", type=_positive_float, default=0.0, help="answer 429 to everything for this long")
-    sim.add_argument("--rate-limit", type=int, default=120, help="requests per minute per key (default 120)")
+    sim.add_argument("--rate-limit", type=int, default=120, help="requests per minute per key (default 120; 0 = no limit)")
+    sim.add_argument("--no-record", action="store_true", help="do not keep the /_sim/requests log (benchmarks)")
     sim.add_argument("--expired-key", action="append", default=[], metavar="KEY", help="a key to answer 401 INVALID_TOKEN")
     sim.add_argument("--webhook-url", default="", help="where to send signed booking webhooks")
     sim.add_argument("--webhook-secret-env", default="PMC_WEBHOOK_SECRET", help="variable holding the signing secret")
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     triage.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL")
     triage.add_argument("--token", default=None, help="admin token (default: $PMC_GATEWAY_ADMIN_TOKEN)")
     triage.add_argument("--json", action="store_true", help="print the raw record")
+    bench = commands.add_parser("bench", help="measure the gateway's overhead against direct calls and a bare aiohttp proxy")
+    bench.add_argument("--requests", type=int, default=20_000, help="requests per target per repetition (throughput)")
+    bench.add_argument("--connections", type=int, default=16)
+    bench.add_argument("--repetitions", type=int, default=3, help="interleaved repetitions; medians and min–max are reported")
+    bench.add_argument("--latency-requests", type=int, default=3_000, help="requests per run with the simulator at 20 ms")
+    bench.add_argument("--memory-requests", type=int, default=200_000, help="requests with distinct ids for the memory check")
+    bench.add_argument("--redis", default=None, metavar="URL", help="use this Redis (default: start a private redis-server if installed)")
+    bench.add_argument("--quick", action="store_true", help="a short run (a smoke test, not a measurement)")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -160,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.sim.server import run_from_args
 
             return run_from_args(args)
+        if args.command == "bench":
+            from gateway.bench.runner import run_from_args as run_bench
+
+            return run_bench(args)
         if args.command == "demo":
             from gateway.demo import run_demo
 

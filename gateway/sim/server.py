@@ -73,6 +73,7 @@ class SimConfig:
     webhook_horizon_s: float = 86400.0
     job_eta_s: float = 15.0
     seed: int | None = None
+    record: bool = True  # keep /_sim/requests (tests); the benchmark turns it off
     faults: Faults = field(default_factory=Faults)
 
 
@@ -127,6 +128,8 @@ class Simulator:
 
     def _rate_check(self, key: str) -> int | None:
         """Seconds until the key may call again, or None when it may call now."""
+        if self.config.rate_limit <= 0:
+            return None
         now = time.monotonic()
         window = self.windows.setdefault(key, deque())
         while window and window[0] <= now - 60:
@@ -144,19 +147,20 @@ class Simulator:
         request_id = _short_id(self.rng, "req_")
         request[SIM_REQUEST_ID] = request_id
         authorization = request.headers.get("Authorization", "")
-        self.received.append(
-            {
-                "method": request.method,
-                "path": request.path_qs,
-                "authorization": authorization,
-                "requestId": request.headers.get("X-Request-Id"),
-                "idempotencyKey": request.headers.get("Idempotency-Key"),
-                "traceparent": request.headers.get("traceparent"),
-                "headers": sorted(k.lower() for k in request.headers),
-                "t": time.monotonic(),
-                "wall": time.time(),
-            }
-        )
+        if self.config.record:
+            self.received.append(
+                {
+                    "method": request.method,
+                    "path": request.path_qs,
+                    "authorization": authorization,
+                    "requestId": request.headers.get("X-Request-Id"),
+                    "idempotencyKey": request.headers.get("Idempotency-Key"),
+                    "traceparent": request.headers.get("traceparent"),
+                    "headers": sorted(k.lower() for k in request.headers),
+                    "t": time.monotonic(),
+                    "wall": time.time(),
+                }
+            )
         faults = self.faults
         if time.time() < faults.storm_until:
             return self._error(429, "RATE_LIMITED", "Too many requests", request_id, retry_after=faults.storm_retry_after_s)
@@ -443,7 +447,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         host=args.host,
         port=args.port,
-        rate_limit=max(1, args.rate_limit),
+        rate_limit=args.rate_limit,
+        record=not args.no_record,
         expired_keys=tuple(args.expired_key),
         webhook_url=args.webhook_url,
         webhook_secret=secret.encode(),
