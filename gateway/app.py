@@ -343,7 +343,8 @@ def build_app(components: Components) -> web.Application:
             caller_auth_middleware(directory=components.clients),
         ],
         client_max_size=settings.server.max_body_bytes,
-        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100},
+        # 75 s idle keep-alive (aiohttp's default is an hour): stalled callers cannot hold sockets
+        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100, "keepalive_timeout": 75},
     )
     app[COMPONENTS] = components
     app.cleanup_ctx.append(_lifecycle)

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from gateway.app import Components, build_app, build_components
+from gateway.connection_guard import GuardedTCPSite
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.serve")
@@ -62,7 +63,7 @@ async def run_worker(
         app, shutdown_timeout=settings.server.shutdown_grace_s, handle_signals=False, access_log=None
     )
     await runner.setup()
-    site = web.TCPSite(
+    site = GuardedTCPSite(
         runner,
         settings.server.host,
         settings.server.port,

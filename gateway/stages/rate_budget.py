@@ -1,7 +1,9 @@
 """Spends one token per upstream attempt from the environment key's budget and the
 client's cap, atomically, waiting for a reserved slot up to ``budget.max_wait_ms``
 (and never past the deadline). An upstream 429 pauses the key for its Retry-After in
-the shared store, so every replica holds off (SPEC §5)."""
+the shared store, so every replica holds off (SPEC §5). A request that waited for its slot
+checks the pause again before sending: one that began meanwhile sends it back for a new
+slot after the pause, rather than letting every waiter go at once when it ends."""
 
 from __future__ import annotations
 
@@ -73,23 +75,26 @@ class RateBudgetStage:
     name: str = field(default="rate_budget")
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
-        max_wait = min(self.max_wait_s, request.deadline - self.clock.monotonic())
-        admission = await self.store.admit(
-            self.buckets[(request.client, request.environment)],
-            pause_tag(request.environment),
-            max(0.0, max_wait),
-        )
-        if not admission.granted:
-            self.observer.budget_rejected(request)
-            raise RateBudgetExhausted(
-                f"no rate budget within {max(0.0, max_wait) * 1000:.0f} ms for environment "
-                f"{request.environment!r}",
-                retry_after_s=max(1, math.ceil(admission.wait_s)),
-            )
-        if admission.wait_s > 0:
+        tag = pause_tag(request.environment)
+        waited = 0.0
+        while True:
+            max_wait = max(0.0, min(self.max_wait_s - waited, request.deadline - self.clock.monotonic()))
+            admission = await self.store.admit(self.buckets[(request.client, request.environment)], tag, max_wait)
+            if not admission.granted:
+                self.observer.budget_rejected(request)
+                raise RateBudgetExhausted(
+                    f"no rate budget within {self.max_wait_s * 1000:.0f} ms for environment "
+                    f"{request.environment!r}",
+                    retry_after_s=max(1, math.ceil(admission.wait_s)),
+                )
+            if admission.wait_s <= 0:
+                break
             request.record.budget_wait_ms += admission.wait_s * 1000
+            waited += admission.wait_s
             await self.clock.sleep(admission.wait_s)
-        self.observer.budget_waited(request, admission.wait_s)
+            if await self.store.pause_left(tag) <= 0:
+                break
+        self.observer.budget_waited(request, waited)
 
         response = await next(request)
         if response.status == 429:

@@ -97,6 +97,9 @@ class MemoryStore:
         until = self._clock.monotonic() + seconds
         self._pauses[pause_tag] = max(self._pauses.get(pause_tag, 0.0), until)
 
+    async def pause_left(self, pause_tag: str) -> float:
+        return max(0.0, self._pauses.get(pause_tag, 0.0) - self._clock.monotonic())
+
     # -- breaker ------------------------------------------------------------
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
         current = self._breakers.get(name)

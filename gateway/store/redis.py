@@ -122,6 +122,9 @@ class RedisStore:
     async def pause(self, pause_tag: str, seconds: float) -> None:
         await self._script("pause", [pause_key(pause_tag)], [int(seconds * 1e6)])
 
+    async def pause_left(self, pause_tag: str) -> float:
+        return int(await self._script("pause_left", [pause_key(pause_tag)], [])) / 1e6
+
     # -- breaker ------------------------------------------------------------
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
         await self._script(

@@ -143,6 +143,11 @@ class ResilientStore:
         await self._fallback.pause(pause_tag, seconds)  # also local: holds this process if Redis dies
         await self._either(lambda: self._primary.pause(pause_tag, seconds), _none)
 
+    async def pause_left(self, pause_tag: str) -> float:
+        return await self._either(
+            lambda: self._primary.pause_left(pause_tag), lambda: self._fallback.pause_left(pause_tag)
+        )
+
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
         await self._fallback.publish_breaker(name, transition)
         await self._either(lambda: self._primary.publish_breaker(name, transition), _none)

@@ -65,6 +65,14 @@ async def test_pause_holds_the_key(store: Store) -> None:
     assert (await store.admit([BUCKET], "env:live", 0.3)).granted is False
 
 
+async def test_pause_left_counts_down(store: Store) -> None:
+    assert await store.pause_left("env:live") == 0
+    await store.pause("env:live", 0.4)
+    assert await store.pause_left("env:live") == pytest.approx(0.4, abs=0.05)
+    await asyncio.sleep(0.45)
+    assert await store.pause_left("env:live") == 0
+
+
 async def test_idempotency_lifecycle(store: Store) -> None:
     first = await store.idempotency_begin("web:live:k1", "fp1", 5)
     assert first.state is IdempotencyState.NEW

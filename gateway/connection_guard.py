@@ -1,0 +1,85 @@
+"""Bounds callers that stall before their first request is read (slowloris).
+
+aiohttp bounds an idle keep-alive connection (``keepalive_timeout``) but not a fresh
+connection that trickles its first header block forever, so many such callers could sit
+on the gateway's file descriptors. This wrapper closes a connection whose first header
+block is not complete within ``header_timeout_s`` of its opening; everything else is
+passed to aiohttp's own protocol untouched. Slow bodies are bounded where bodies are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+
+HEADER_END = b"\r\n\r\n"
+
+
+class FirstHeaderGuard(asyncio.Protocol):
+    def __init__(self, inner: asyncio.Protocol, header_timeout_s: float) -> None:
+        self._inner = inner
+        self._timeout = header_timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._tail = b""
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        self._inner.connection_made(transport)
+
+    def _expire(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            if HEADER_END in self._tail + data[:4096] or HEADER_END in data:
+                self._timer.cancel()
+                self._timer = None
+            else:
+                self._tail = (self._tail + data)[-3:]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class GuardedTCPSite(web.TCPSite):
+    """``web.TCPSite`` whose connections first pass through ``FirstHeaderGuard``."""
+
+    def __init__(self, runner: web.BaseRunner, *args: object, header_timeout_s: float = 10.0, **kwargs: object) -> None:
+        super().__init__(runner, *args, **kwargs)  # type: ignore[arg-type]
+        self._header_timeout_s = header_timeout_s
+
+    async def start(self) -> None:
+        server = self._runner.server
+        assert server is not None
+        real: Callable[[], asyncio.Protocol] = server  # type: ignore[assignment]
+        timeout = self._header_timeout_s
+
+        class _Factory:  # keeps the attributes aiohttp reads off the server object
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def __call__(self) -> asyncio.Protocol:
+                return FirstHeaderGuard(real(), timeout)
+
+        self._runner._server = _Factory()  # type: ignore[assignment]
+        try:
+            await super().start()
+        finally:
+            self._runner._server = real  # type: ignore[assignment]
