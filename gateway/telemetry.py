@@ -10,8 +10,7 @@ the 0.18 s latency target and resolve 100–500 ms.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,20 +198,21 @@ class Telemetry:
             yield Observation(days, {PMC_ENVIRONMENT: environment})
 
     # -- spans --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def server_span(self, method: str, carrier: dict[str, str]) -> Iterator[trace.Span]:
-        parent = self.propagator.extract(carrier)
+    # Plain start/end pairs rather than context managers: these run twice per request.
+    def start_server_span(self, method: str, carrier: dict[str, str]) -> tuple[trace.Span, object]:
+        """A SERVER span, current until ``end_server_span``; continues the caller's trace."""
+        parent = self.propagator.extract(carrier) if carrier else None
         span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        try:
-            yield span
-        finally:
-            otel_context.detach(token)
-            span.end()
+        return span, token
 
-    @contextlib.contextmanager
-    def attempt_span(self, request: UpstreamRequest, host: str, port: int, url: str) -> Iterator[tuple[trace.Span, str]]:
-        """A CLIENT span for one upstream attempt; yields it and the traceparent to send."""
+    @staticmethod
+    def end_server_span(span: trace.Span, token: object) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+        span.end()
+
+    def start_attempt_span(self, request: UpstreamRequest, host: str, port: int, url: str) -> tuple[trace.Span, str]:
+        """A CLIENT span for one upstream attempt, and the traceparent to send with it."""
         attributes: dict[str, Any] = {
             HTTP_METHOD: request.method,
             HTTP_ROUTE: request.route,
@@ -226,10 +226,7 @@ class Telemetry:
         span = self.tracer.start_span(request.method, kind=SpanKind.CLIENT, attributes=attributes)
         carrier: dict[str, str] = {}
         self.propagator.inject(carrier, context=trace.set_span_in_context(span))
-        try:
-            yield span, carrier.get("traceparent", "")
-        finally:
-            span.end()
+        return span, carrier.get("traceparent", "")
 
     @staticmethod
     def end_attempt(span: trace.Span, status: int | None, error: str | None) -> None:
@@ -239,6 +236,7 @@ class Telemetry:
             error_type = error or str(status)
             span.set_attribute(ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, error_type))
+        span.end()
 
     # -- observer methods the stages call -----------------------------------------------
     def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:

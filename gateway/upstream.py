@@ -91,24 +91,24 @@ class UpstreamClient:
         remaining = request.deadline - started
         attempt = AttemptRecord(attempt=request.attempt, delay_ms=request.delay_before_s * 1000)
         request.record.attempts.append(attempt)
-        with self._telemetry.attempt_span(request, host, port, url.split("?", 1)[0]) as (span, traceparent):
-            try:
-                if remaining <= 0:
-                    raise errors.UpstreamTimeout("deadline passed before the attempt", sent=False)
-                timeout = aiohttp.ClientTimeout(
-                    total=min(self._attempt_timeout_s, remaining),
-                    connect=min(self._connect_timeout_s, remaining),
-                )
-                response = await self._send(session, url, request, traceparent, timeout)
-                attempt.status = response.status
-            except errors.UpstreamFailure as exc:
-                attempt.error = exc.code
-                raise
-            finally:
-                elapsed = self._clock.monotonic() - started
-                attempt.latency_ms = elapsed * 1000
-                self._telemetry.end_attempt(span, attempt.status, attempt.error)
-                self._telemetry.attempt_finished(request, attempt.status, attempt.error, elapsed)
+        span, traceparent = self._telemetry.start_attempt_span(request, host, port, url.split("?", 1)[0])
+        try:
+            if remaining <= 0:
+                raise errors.UpstreamTimeout("deadline passed before the attempt", sent=False)
+            timeout = aiohttp.ClientTimeout(
+                total=min(self._attempt_timeout_s, remaining),
+                connect=min(self._connect_timeout_s, remaining),
+            )
+            response = await self._send(session, url, request, traceparent, timeout)
+            attempt.status = response.status
+        except errors.UpstreamFailure as exc:
+            attempt.error = exc.code
+            raise
+        finally:
+            elapsed = self._clock.monotonic() - started
+            attempt.latency_ms = elapsed * 1000
+            self._telemetry.end_attempt(span, attempt.status, attempt.error)  # ends the span
+            self._telemetry.attempt_finished(request, attempt.status, attempt.error, elapsed)
         return response
 
     async def _send(

@@ -3,7 +3,6 @@ goes to whoever keeps it (triage writer, SLO figures) — after the answer is de
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -46,45 +45,44 @@ def access_log_middleware(
         record = request[RECORD]
         started = clock.monotonic()
         carrier = {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))}
-        with telemetry.server_span(request.method, carrier) as span:
-            record.trace_id = trace.format_trace_id(span.get_span_context().trace_id)
-            status = CLIENT_CLOSED
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except asyncio.CancelledError:
-                raise
-            finally:
-                elapsed = clock.monotonic() - started
-                record.status = status
-                record.latency_ms = elapsed * 1000
-                record.route = _route_of(request, record)
-                _finish_span(span, request, record)
-                telemetry.server_finished(
-                    method=record.method,
-                    route=record.route,
-                    status=status,
-                    client=record.client,
-                    environment=record.environment,
-                    seconds=elapsed,
-                )
-                access_log.info(
-                    "request",
-                    requestId=record.request_id,
-                    traceId=record.trace_id,
-                    client=record.client,
-                    environment=record.environment,
-                    method=record.method,
-                    route=record.route,
-                    status=status,
-                    latencyMs=round(record.latency_ms, 3),
-                    attempts=len(record.attempts),
-                    upstreamRequestId=record.upstream_request_id,
-                    errorCode=record.error_code,
-                )
-                for consumer in on_complete:
-                    consumer(record)
+        span, token = telemetry.start_server_span(request.method, carrier)
+        record.trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+        status = CLIENT_CLOSED
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            elapsed = clock.monotonic() - started
+            record.status = status
+            record.latency_ms = elapsed * 1000
+            record.route = _route_of(request, record)
+            _finish_span(span, request, record)
+            telemetry.end_server_span(span, token)
+            telemetry.server_finished(
+                method=record.method,
+                route=record.route,
+                status=status,
+                client=record.client,
+                environment=record.environment,
+                seconds=elapsed,
+            )
+            access_log.info(
+                "request",
+                requestId=record.request_id,
+                traceId=record.trace_id,
+                client=record.client,
+                environment=record.environment,
+                method=record.method,
+                route=record.route,
+                status=status,
+                latencyMs=round(record.latency_ms, 3),
+                attempts=len(record.attempts),
+                upstreamRequestId=record.upstream_request_id,
+                errorCode=record.error_code,
+            )
+            for consumer in on_complete:
+                consumer(record)
 
     return middleware
 

@@ -68,9 +68,7 @@ class CredentialsStage:
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
         authorization = self.source.authorization(request.environment)
-        response = await next(
-            dataclasses.replace(request, headers=(*request.headers, ("Authorization", authorization)))
-        )
+        response = await next(request.with_headers((*request.headers, ("Authorization", authorization))))
         if is_invalid_token(response) and await self.source.reread(request.environment):
             return dataclasses.replace(response, credentials_rotated=True)
         return response

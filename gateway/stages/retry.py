@@ -15,7 +15,6 @@ answer at once) and the retry budget.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -73,7 +72,7 @@ class RetryStage:
             response: UpstreamResponse | None = None
             error: UpstreamFailure | None = None
             try:
-                response = await next(dataclasses.replace(request, attempt=attempt, delay_before_s=delay))
+                response = await next(request.for_attempt(attempt, delay))
             except UpstreamFailure as exc:
                 error = exc
 
