@@ -1,10 +1,13 @@
-"""Bounds callers that stall before their first request is read (slowloris).
+"""The connection layer beneath aiohttp's request handling: two things it does not do itself.
 
-aiohttp bounds an idle keep-alive connection (``keepalive_timeout``) but not a fresh
-connection that trickles its first header block forever, so many such callers could sit
-on the gateway's file descriptors. This wrapper closes a connection whose first header
-block is not complete within ``header_timeout_s`` of its opening; everything else is
-passed to aiohttp's own protocol untouched. Slow bodies are bounded where bodies are read.
+1. Bounds callers that stall before their first request is read (slowloris). aiohttp
+   bounds an idle keep-alive connection (``keepalive_timeout``) but not a fresh connection
+   that trickles its first header block forever. ``FirstHeaderGuard`` closes a connection
+   whose first header block is not complete within ``header_timeout_s``; everything else
+   passes to aiohttp's protocol untouched. Slow bodies are bounded where bodies are read.
+2. Answers requests aiohttp's HTTP parser refuses (malformed request line or headers,
+   conflicting Content-Length/Transfer-Encoding) in the gateway's envelope, logged as one
+   line without a traceback, instead of aiohttp's plain text and logged traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +15,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway import errors
+from gateway.envelope import error_response
+from gateway.ids import new_request_id
+
+log = structlog.get_logger("gateway.http")
 
 HEADER_END = b"\r\n\r\n"
 
@@ -58,6 +69,22 @@ class FirstHeaderGuard(asyncio.Protocol):
         self._inner.resume_writing()
 
 
+class EnvelopeRequestHandler(RequestHandler):
+    """aiohttp's handler, with parse errors answered in the SPEC's envelope."""
+
+    def handle_error(self, request, status=500, exc=None, message=None):  # type: ignore[no-untyped-def]
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        request_id = new_request_id()
+        # First line only: aiohttp's message can quote the offending header (an Authorization line too).
+        reason = (message or str(exc) or "malformed request").split("\n", 1)[0][:200]
+        log.warning("bad_http_request", requestId=request_id, sourceIp=request.remote, status=status, reason=reason)
+        refusal = errors.PayloadTooLarge(reason) if status == 413 else errors.BadRequest(f"malformed HTTP request: {reason}")
+        response = error_response(refusal, request_id)
+        response.force_close()
+        return response
+
+
 class GuardedTCPSite(web.TCPSite):
     """``web.TCPSite`` whose connections first pass through ``FirstHeaderGuard``."""
 
@@ -76,7 +103,9 @@ class GuardedTCPSite(web.TCPSite):
                 return getattr(real, name)
 
             def __call__(self) -> asyncio.Protocol:
-                return FirstHeaderGuard(real(), timeout)
+                # As web.Server.__call__ does, with our handler class (Server keeps these private).
+                handler = EnvelopeRequestHandler(real, loop=real._loop, **real._kwargs)  # type: ignore[attr-defined]
+                return FirstHeaderGuard(handler, timeout)
 
         self._runner._server = _Factory()  # type: ignore[assignment]
         try:
