@@ -191,3 +191,29 @@ async def test_workers_share_one_port_and_one_store(upstream: ScriptedUpstream, 
             members.update(json.loads(body)["members"])
     assert status == 200 and len(members) == 2
     assert process.terminate() == 0
+
+
+async def test_metrics_endpoint_counts_the_whole_worker_group(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    document = shared(upstream.url, redis_url, server={"workers": 2})
+    process = start_gateway_process(document, tmp_path)
+    processes.append(process)
+    sent = 40
+    for _ in range(sent):
+        async with aiohttp.ClientSession() as fresh:  # a new connection each: both workers serve some
+            assert (await call(fresh, "GET", f"{process.url}/v1/users/me"))[0] == 200
+    await asyncio.sleep(2.5)  # every worker publishes its exposition every 2 s
+    totals = set()
+    for _ in range(6):
+        async with aiohttp.ClientSession() as fresh:
+            _, _, body = await call(fresh, "GET", f"{process.url}/_gateway/metrics", token=ADMIN_TOKEN)
+        counted = sum(
+            sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == "http_server_request_duration_seconds_count" and sample.labels.get("pmc_client") == "booking-web"
+        )
+        totals.add(counted)
+    assert totals == {float(sent)}, totals  # whichever worker answers, it answers for the group
+    assert process.terminate() == 0
