@@ -83,16 +83,22 @@ def quantile(q: float, metric: str = SERVER, selector: str = PROXIED) -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
 
 
-def slo_overview() -> dashboard.Dashboard:
-    d = (
-        dashboard.Dashboard("pmc-gateway · SLO overview")
-        .uid("pmc-gateway-slo")
-        .tags(["pmc-gateway", "slo", "generated"])
-        .description("Availability against 99.95 %, latency against 180 ms, and what the gateway does about them.")
+def base(title: str, uid: str, tag: str, description: str, since: str) -> dashboard.Dashboard:
+    return (
+        dashboard.Dashboard(f"pmc-gateway · {title}")
+        .uid(uid)
+        .tags(["pmc-gateway", tag, "generated"])
+        .description(description)
         .refresh("30s")
-        .time("now-6h", "now")
+        .time(since, "now")
         .timezone("browser")
         .with_variable(datasource_variable())
+    )
+
+
+def slo_overview() -> dashboard.Dashboard:
+    d = (
+        base("SLO overview", "pmc-gateway-slo", "slo", "Availability against 99.95 %, latency against 180 ms, and what the gateway does about them.", "now-6h")
         .link(dashboard.DashboardLink("Incident triage").type(DashboardLinkType.DASHBOARDS).tags(["pmc-gateway"]).keep_time(True))
     )
     d = d.with_row(dashboard.Row("Targets"))
@@ -190,14 +196,7 @@ def slo_overview() -> dashboard.Dashboard:
 
 def incident_triage() -> dashboard.Dashboard:
     d = (
-        dashboard.Dashboard("pmc-gateway · Incident triage")
-        .uid("pmc-gateway-triage")
-        .tags(["pmc-gateway", "triage", "generated"])
-        .description("From a requestId in a complaint to what happened to it.")
-        .refresh("30s")
-        .time("now-1h", "now")
-        .timezone("browser")
-        .with_variable(datasource_variable())
+        base("Incident triage", "pmc-gateway-triage", "triage", "From a requestId in a complaint to what happened to it.", "now-1h")
         .with_variable(dashboard.TextBoxVariable("requestId").label("requestId"))
         .with_variable(dashboard.TextBoxVariable("traceId").label("traceId"))
         .with_variable(dashboard.TextBoxVariable("gateway").label("gateway base URL").default_value("http://pmc-gateway:8080"))

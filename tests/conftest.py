@@ -7,7 +7,7 @@ import pytest
 
 from gateway import log
 from gateway.sim.server import Faults, SimConfig, Simulator, start_sim
-from tests.support.servers import RedisServer, ScriptedUpstream
+from tests.support.servers import GatewayProcess, RedisServer, ScriptedUpstream
 
 log.configure()
 
@@ -49,3 +49,12 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+def processes() -> Iterator[list[GatewayProcess]]:
+    """Gateway processes a test starts; killed afterwards whatever happened."""
+    started: list[GatewayProcess] = []
+    yield started
+    for process in started:
+        process.kill()

@@ -8,7 +8,6 @@ import signal
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -30,14 +29,6 @@ from tests.support.servers import (
 )
 
 NEW_TOKEN = "client-token-booking-web-rotated-0003"
-
-
-@pytest.fixture
-def processes() -> Any:
-    started: list[GatewayProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 async def traffic(session: aiohttp.ClientSession, url: str, stop: asyncio.Event, statuses: list[int], token: str = WEB_TOKEN) -> None:

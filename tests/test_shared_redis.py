@@ -6,7 +6,6 @@ import asyncio
 import bisect
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,6 @@ def shared(upstream_url: str, redis_url: str, /, **overrides: Any) -> dict[str, 
     document = gateway_document(upstream_url, store={"url": redis_url}, **overrides)
     document["clients"]["booking-web"]["environments"] = ["live"]
     return document
-
-
-@pytest.fixture
-def processes() -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    yield started
-    for process in started:
-        process.kill()
 
 
 def max_in_window(times: list[float], window: float) -> int:

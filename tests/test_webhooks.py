@@ -209,14 +209,6 @@ async def test_store_down_means_503_so_the_sender_retries(session: aiohttp.Clien
     assert (status, answer["code"]) == (503, "STORE_UNAVAILABLE")
 
 
-@pytest.fixture
-def processes() -> Any:
-    started: list[GatewayProcess] = []
-    yield started
-    for process in started:
-        process.kill()
-
-
 async def test_concurrent_posts_of_one_event_through_two_processes_deliver_once(redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
     sub = Subscriber()
     await sub.start()

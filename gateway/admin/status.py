@@ -19,6 +19,7 @@ from gateway.errors import StoreError
 from gateway.record import RequestRecord
 from gateway.slo import SloTracker, merge
 from gateway.store.base import Store
+from gateway.tasks import stop_task
 
 PUBLISH_INTERVAL_S = 2.0
 SNAPSHOT_TTL_S = 10.0
@@ -95,10 +96,7 @@ class StatusBoard:
         self._task = asyncio.create_task(self._publish_forever(), name="status-publish")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def publish(self) -> None:
         with contextlib.suppress(StoreError):

@@ -4,7 +4,6 @@ requestId (``GET /_gateway/requests/{requestId}``), and rendered for ``pmc-gatew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections import OrderedDict
 
@@ -13,6 +12,7 @@ import structlog
 from gateway.errors import StoreError
 from gateway.record import RequestRecord
 from gateway.store.base import Store
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.triage")
 
@@ -53,10 +53,7 @@ class RecordWriter:
         self._task = asyncio.create_task(self._run(), name="triage-writer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         while self._pending:
             if not await self.flush():
                 break

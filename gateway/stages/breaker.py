@@ -30,6 +30,7 @@ import structlog
 
 from gateway.errors import CircuitOpen, StoreError, UpstreamFailure
 from gateway.store.base import BreakerTransition, Store
+from gateway.tasks import stop_task
 from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
 
 log = structlog.get_logger("gateway.breaker")
@@ -219,10 +220,7 @@ class BreakerBoard:
             self._task = asyncio.create_task(self._sync_forever(), name="breaker-sync")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def sync_once(self) -> None:
         try:

@@ -19,7 +19,6 @@ background ping succeeds again, checked every ``recheck_s``. What each concern d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +30,7 @@ from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.store.base import Admission, BreakerTransition, Bucket, IdempotencyEntry, Store
 from gateway.store.memory import MemoryStore
+from gateway.tasks import stop_task
 
 log = structlog.get_logger("gateway.store")
 T = TypeVar("T")
@@ -81,10 +81,7 @@ class ResilientStore:
         self._task = asyncio.create_task(self._watch(), name="store-watch")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         await self._primary.close()
 
     async def ping(self) -> None:

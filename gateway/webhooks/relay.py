@@ -14,7 +14,6 @@ subscribers deduplicate by ``X-PMC-Event-Id``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Mapping
 
@@ -25,6 +24,7 @@ from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.settings import SubscriberSettings, WebhookSettings
 from gateway.store.base import Store
+from gateway.tasks import stop_task
 from gateway.upstream import client_ssl_context
 from gateway.webhooks.event import WebhookEvent
 from gateway.webhooks.signature import sign
@@ -78,10 +78,7 @@ class WebhookRelay:
         self._task = asyncio.create_task(self._run(), name="webhook-relay")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         if self._session is not None:
             await self._session.close()
 
