@@ -208,3 +208,32 @@ async def test_metrics_endpoint_counts_the_whole_worker_group(upstream: Scripted
         totals.add(counted)
     assert totals == {float(sent)}, totals  # whichever worker answers, it answers for the group
     assert process.terminate() == 0
+
+
+
+async def test_recovery_does_not_flap_on_stale_pooled_connections(redis_server: RedisServer) -> None:
+    """Regression: after Redis came back, requests drew pooled connections to the dead server,
+    failed once each and marked the store down again, for seconds (seen in a cold CI run)."""
+    from gateway.clock import SystemClock
+    from gateway.store.base import Bucket
+    from gateway.store.redis import RedisStore
+    from gateway.store.resilient import ResilientStore
+
+    redis_server.flush()
+    store = ResilientStore(RedisStore(redis_server.url), member_id="t", min_members=1, clock=SystemClock(), recheck_s=0.2)
+    await store.start()
+    bucket = Bucket("env:live", "env:live", 0.000001)
+    try:
+        await asyncio.gather(*(store.admit([bucket], "env:live", 1.0) for _ in range(30)))  # ~30 pooled connections
+        redis_server.stop()
+        await store.admit([bucket], "env:live", 1.0)
+        assert not store.healthy
+        redis_server.start()
+        deadline = time.monotonic() + 3
+        while not store.healthy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert store.healthy
+        await asyncio.gather(*(store.admit([bucket], "env:live", 1.0) for _ in range(30)))  # the traffic after recovery
+        assert store.healthy and store.last_error is None, store.last_error
+    finally:
+        await store.close()

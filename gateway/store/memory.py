@@ -88,6 +88,9 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
+    async def reset(self) -> None:
+        return None
+
     # -- rate budget --------------------------------------------------------
     async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
         now = self._clock.monotonic()

@@ -112,6 +112,12 @@ class RedisStore:
     async def ping(self) -> None:
         await self._run(self.client.ping())
 
+    async def reset(self) -> None:
+        """Drop idle pooled connections. Across an outage they point at a server that is gone;
+        left in the pool, each fails once in a request and marks the store down again."""
+        if self._redis is not None:
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
+
     # -- rate budget --------------------------------------------------------
     async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
         keys = [pause_key(pause_tag), *(tat_key(b) for b in buckets)]

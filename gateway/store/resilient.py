@@ -113,11 +113,17 @@ class ResilientStore:
             await asyncio.sleep(self._recheck_s if not self.healthy else self._heartbeat_s)
             try:
                 if not self.healthy:
+                    await self._primary.reset()  # connections from before the outage are dead
                     await self._primary.ping()
                 await self._heartbeat()
+                if not self.healthy:
+                    await self._primary.reset()  # and those opened while it was down
                 self._mark_up()
             except StoreError as exc:
                 self._mark_down(exc)
+
+    async def reset(self) -> None:
+        await self._primary.reset()
 
     async def _either(self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         if self.healthy:
