@@ -163,7 +163,7 @@ def slo_overview() -> dashboard.Dashboard:
     d = d.with_row(dashboard.Row("Reliability"))
     d = d.with_panel(series(
         "Retries by reason, and retries the budget refused", pos(0, 32, 8, 8), "ops",
-        query("sum by (pmc_reason) (rate(pmc_gateway_retries_total[$__rate_interval]))", "{{pmc_reason}}", "A"),
+        query("sum by (reason) (rate(pmc_gateway_retries_total[$__rate_interval]))", "{{reason}}", "A"),
         query("sum(rate(pmc_gateway_retry_budget_exhausted_total[$__rate_interval]))", "refused by retry budget", "B"),
     ))
     d = d.with_panel(series(
@@ -183,7 +183,7 @@ def slo_overview() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Webhooks: rejections by reason and delivery backlog", pos(8, 40, 8, 8), "none",
-        query("sum by (pmc_reason) (increase(pmc_gateway_webhook_rejected_total[$__rate_interval]))", "rejected: {{pmc_reason}}", "A"),
+        query("sum by (reason) (increase(pmc_gateway_webhook_rejected_total[$__rate_interval]))", "rejected: {{reason}}", "A"),
         query("max(pmc_gateway_webhook_delivery_backlog)", "backlog", "B"),
     ))
     d = d.with_panel(series(
@@ -241,7 +241,7 @@ def incident_triage() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Retries and breakers", pos(12, 16, 12, 8), "none",
-        query("sum by (http_route, pmc_reason) (rate(pmc_gateway_retries_total[$__rate_interval]))", "retry {{http_route}} {{pmc_reason}}", "A"),
+        query("sum by (http_route, reason) (rate(pmc_gateway_retries_total[$__rate_interval]))", "retry {{http_route}} {{reason}}", "A"),
         query("max by (pmc_environment, http_route) (pmc_gateway_breaker_state)", "breaker {{pmc_environment}} {{http_route}}", "B"),
     ))
     d = d.with_panel(series(

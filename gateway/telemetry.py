@@ -75,7 +75,7 @@ PMC_CLIENT = "pmc.client"
 PMC_ENVIRONMENT = "pmc.environment"
 PMC_ATTEMPTS = "pmc.attempts"
 PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
-PMC_REASON = "pmc.reason"
+REASON = "reason"  # SPEC §7: pmc_gateway_webhook_rejected_total{reason}
 PMC_BREAKER = "pmc.breaker"
 
 SECONDS_BUCKETS = (
@@ -180,7 +180,7 @@ class Telemetry:
         meter.create_observable_gauge(STORE_UP, [self._observe_store], description="1 when the shared store answers")
         meter.create_observable_gauge(API_KEY_AGE, [self._observe_key_ages], unit="d", description="Days since each environment's API key was rotated")
         # Pre-create the counters' zero series so dashboards and alerts see them from the start.
-        self.webhook_rejected.add(0, {PMC_REASON: "invalid_signature"})
+        self.webhook_rejected.add(0, {REASON: "invalid_signature"})
 
     # -- observable gauges --------------------------------------------------------------
     def _observe_breakers(self, _: CallbackOptions) -> Iterable[Observation]:
@@ -252,8 +252,8 @@ class Telemetry:
         self.client_duration.record(seconds, attributes)
 
     def retried(self, request: UpstreamRequest, reason: str) -> None:
-        self.retries.add(1, {PMC_ENVIRONMENT: request.environment, HTTP_ROUTE: request.route, PMC_REASON: reason})
-        trace.get_current_span().add_event("pmc.retry", {PMC_REASON: reason, "pmc.attempt": request.attempt + 1})
+        self.retries.add(1, {PMC_ENVIRONMENT: request.environment, HTTP_ROUTE: request.route, REASON: reason})
+        trace.get_current_span().add_event("pmc.retry", {REASON: reason, "pmc.attempt": request.attempt + 1})
 
     def retry_budget_exhausted_for(self, request: UpstreamRequest) -> None:
         self.retry_budget_exhausted.add(1, {PMC_ENVIRONMENT: request.environment})
@@ -280,7 +280,7 @@ class Telemetry:
         trace.get_current_span().add_event("pmc.idempotent.replayed")
 
     def webhook_rejected_for(self, reason: str) -> None:
-        self.webhook_rejected.add(1, {PMC_REASON: reason})
+        self.webhook_rejected.add(1, {REASON: reason})
 
     def server_finished(
         self, *, method: str, route: str, status: int, client: str | None, environment: str | None, seconds: float

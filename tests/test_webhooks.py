@@ -122,10 +122,10 @@ async def test_verification_cases(session: aiohttp.ClientSession) -> None:
         metrics = (await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN))[2].decode()
         await wait_for(lambda: len(sub.deliveries) == 2)
     await sub.stop()
-    assert 'pmc_gateway_webhook_rejected_total{pmc_reason="invalid_signature"} 4.0' in metrics
-    assert 'pmc_gateway_webhook_rejected_total{pmc_reason="stale_timestamp"} 2.0' in metrics
-    assert 'pmc_gateway_webhook_rejected_total{pmc_reason="bad_request"} 4.0' in metrics
-    assert 'pmc_gateway_webhook_rejected_total{pmc_reason="payload_too_large"} 1.0' in metrics
+    assert 'pmc_gateway_webhook_rejected_total{reason="invalid_signature"} 4.0' in metrics
+    assert 'pmc_gateway_webhook_rejected_total{reason="stale_timestamp"} 2.0' in metrics
+    assert 'pmc_gateway_webhook_rejected_total{reason="bad_request"} 4.0' in metrics
+    assert 'pmc_gateway_webhook_rejected_total{reason="payload_too_large"} 1.0' in metrics
     assert sorted(sub.event_ids()) == ["e5", "evt_01HZX3K9"]  # accepted ones, each once
 
 

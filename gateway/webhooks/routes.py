@@ -3,7 +3,7 @@
 An event is verified, parsed, then deduplicated and stored in one atomic store call
 before the 200; if it cannot be stored durably the answer is 503 so the sender retries.
 Every rejection is logged with requestId, source IP and reason, and counted in
-``pmc_gateway_webhook_rejected_total{pmc_reason}``.
+``pmc_gateway_webhook_rejected_total{reason}``.
 """
 
 from __future__ import annotations
