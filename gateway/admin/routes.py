@@ -67,8 +67,9 @@ def admin_routes(
             raise NotFound(f"no record for request {request_id[:128]}")
         return json_response(record)
 
+    page = resources.files("gateway.admin").joinpath("dashboard/index.html").read_bytes()  # once, at build
+
     async def dashboard(_: web.Request) -> web.StreamResponse:
-        page = resources.files("gateway.admin").joinpath("dashboard/index.html").read_bytes()
         return web.Response(
             body=page,
             content_type="text/html",
