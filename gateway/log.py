@@ -1,28 +1,142 @@
-"""Structured JSON logs on stdout (one object a line), with request context from contextvars."""
+"""Structured JSON logs on stdout (one object a line), with request context from contextvars.
+
+Lines are rendered with orjson and written in batches: a write system call per access-log
+line was a measurable share of a request's CPU (see bench/README.md). A batch goes out
+when it reaches 64 KiB, 0.2 s after its first line, before a fork, at exit — and at once
+for warnings and errors, so nothing an operator must see waits. What a hard kill (SIGKILL)
+can lose is at most the last 0.2 s of access lines.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import sys
-from typing import TextIO
+import threading
+import time
+from typing import Any, BinaryIO, TextIO
 
+import orjson
 import structlog
 
+FLUSH_AFTER_S = 0.2
+FLUSH_AT_BYTES = 64 * 1024
 
-def configure(stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    out = stream or sys.stdout
+
+class LineSink:
+    """Collects rendered lines and writes them out in batches (see the module docstring)."""
+
+    def __init__(self, stream: BinaryIO | TextIO) -> None:
+        self._stream = stream
+        self._binary = getattr(stream, "buffer", None) if hasattr(stream, "encoding") else stream
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._lock = threading.Lock()
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+
+    def write(self, line: bytes, urgent: bool = False) -> None:
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+            due = urgent or self._size >= FLUSH_AT_BYTES
+        if due:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread (CLI, worker threads): write at once
+            self.flush()
+            return
+        if self._flush_loop is not loop:  # none pending, or pending on a loop that has gone
+            self._flush_loop = loop
+            loop.call_later(FLUSH_AFTER_S, self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines, self._size = self._lines, [], 0
+            self._flush_loop = None
+        if not lines:
+            return
+        data = b"".join(lines)
+        try:
+            if self._binary is not None:
+                if self._binary is not self._stream:
+                    self._stream.flush()  # what print() left in the text layer goes first
+                self._binary.write(data)
+                self._binary.flush()
+            else:
+                self._stream.write(data.decode())  # type: ignore[arg-type]
+                self._stream.flush()
+        except (OSError, ValueError):  # stdout closed or gone: logs must never break serving
+            pass
+
+
+class _SinkLogger:
+    """What structlog calls with each rendered line; the level decides how soon it is written."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self._sink = sink
+
+    def msg(self, message: bytes) -> None:
+        self._sink.write(message + b"\n")
+
+    debug = info = msg
+
+    def urgent(self, message: bytes) -> None:
+        self._sink.write(message + b"\n", urgent=True)
+
+    warning = warn = error = err = critical = exception = fatal = urgent
+
+
+def _utc_timestamp() -> Any:
+    """ISO-8601 UTC with milliseconds; the seconds part is formatted once per second."""
+    cached_second = -1
+    cached_prefix = ""
+
+    def stamp(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        nonlocal cached_second, cached_prefix
+        now = time.time()
+        second = int(now)
+        if second != cached_second:
+            cached_second, cached_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["ts"] = f"{cached_prefix}.{int((now - second) * 1000):03d}Z"
+        return event
+
+    return stamp
+
+
+_sink: LineSink | None = None
+
+
+def flush() -> None:
+    """Write out whatever lines are waiting (before exiting or forking)."""
+    if _sink is not None:
+        _sink.flush()
+
+
+def configure(stream: BinaryIO | TextIO | None = None, level: int = logging.INFO) -> None:
+    global _sink
+    flush()
+    _sink = sink = LineSink(stream or sys.stdout)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+            _utc_timestamp(),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(separators=(",", ":")),
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=lambda *_: _SinkLogger(sink),
         cache_logger_on_first_use=True,
     )
     # Libraries log through stdlib logging; keep their warnings, as single lines on stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.ERROR)
+
+
+atexit.register(flush)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=flush)

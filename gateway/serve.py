@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from gateway import log as gateway_log
 from gateway.app import Components, build_app, build_components
 from gateway.connection_guard import GuardedTCPSite
 from gateway.settings import Settings
@@ -129,6 +130,7 @@ def _supervise(settings: Settings, make_components: Callable[[], Components]) ->
                 log.exception("worker_crashed", worker=index)
                 code = 1
             finally:
+                gateway_log.flush()  # os._exit skips atexit
                 sys.stdout.flush()
                 os._exit(code)
         children[pid] = index

@@ -9,6 +9,7 @@ touches sit in one Redis Cluster slot.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from gateway.store.base import (
     IdempotencyEntry,
     IdempotencyState,
 )
+from gateway.store.resp import RespConnection, RespConnectionError, RespReplyError
 
 PREFIX = "pmcgw"
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
@@ -68,6 +70,9 @@ MEMBERS_KEY = f"{PREFIX}:members"
 
 
 class RedisStore:
+    """Request-path calls (budget, pauses, idempotency, records) go through one pipelined
+    ``RespConnection`` (see resp.py for why); everything else through redis-py."""
+
     kind = "redis"
 
     def __init__(self, url: str, *, op_timeout_s: float = 0.25) -> None:
@@ -75,6 +80,9 @@ class RedisStore:
         self._op_timeout_s = op_timeout_s
         self._redis: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._fast = RespConnection(url, op_timeout_s=op_timeout_s)
+        self._lua = {path.stem: path.read_bytes() for path in _SCRIPTS.glob("*.lua")}
+        self._sha = {name: hashlib.sha1(source).hexdigest() for name, source in self._lua.items()}
 
     async def start(self) -> None:
         self._redis = Redis.from_url(
@@ -89,6 +97,7 @@ class RedisStore:
             self._scripts[script.stem] = self._redis.register_script(script.read_text())
 
     async def close(self) -> None:
+        await self._fast.close()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -109,12 +118,25 @@ class RedisStore:
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[object]):  # type: ignore[no-untyped-def]
         return await self._run(self._scripts[name](keys=list(keys), args=list(args)))
 
+    async def _fast_script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]):  # type: ignore[no-untyped-def]
+        """A script on the request path, on the pipelined connection (loaded on first NOSCRIPT)."""
+        try:
+            try:
+                return await self._fast.call("EVALSHA", self._sha[name], len(keys), *keys, *args)
+            except RespReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                return await self._fast.call("EVAL", self._lua[name], len(keys), *keys, *args)
+        except (RespConnectionError, RespReplyError, OSError) as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+
     async def ping(self) -> None:
         await self._run(self.client.ping())
 
     async def reset(self) -> None:
         """Drop idle pooled connections. Across an outage they point at a server that is gone;
         left in the pool, each fails once in a request and marks the store down again."""
+        self._fast.reset()
         if self._redis is not None:
             await self._redis.connection_pool.disconnect(inuse_connections=False)
 
@@ -122,14 +144,14 @@ class RedisStore:
     async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
         keys = [pause_key(pause_tag), *(tat_key(b) for b in buckets)]
         args = [int(max_wait_s * 1e6), *(int(b.interval_s * 1e6) for b in buckets)]
-        granted, wait_us = await self._script("admit", keys, args)
+        granted, wait_us = await self._fast_script("admit", keys, args)
         return Admission(granted=bool(granted), wait_s=int(wait_us) / 1e6)
 
     async def pause(self, pause_tag: str, seconds: float) -> None:
-        await self._script("pause", [pause_key(pause_tag)], [int(seconds * 1e6)])
+        await self._fast_script("pause", [pause_key(pause_tag)], [int(seconds * 1e6)])
 
     async def pause_left(self, pause_tag: str) -> float:
-        return int(await self._script("pause_left", [pause_key(pause_tag)], [])) / 1e6
+        return int(await self._fast_script("pause_left", [pause_key(pause_tag)], [])) / 1e6
 
     # -- breaker ------------------------------------------------------------
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
@@ -152,7 +174,7 @@ class RedisStore:
 
     # -- idempotency --------------------------------------------------------
     async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:
-        state, stored_fp, response = await self._script(
+        state, stored_fp, response = await self._fast_script(
             "idempotency_begin", [idempotency_key(scope)], [fingerprint, int(lock_ttl_s * 1000)]
         )
         state = state.decode() if isinstance(state, bytes) else state
@@ -160,19 +182,24 @@ class RedisStore:
         return IdempotencyEntry(IdempotencyState(state), stored_fp, response or None)
 
     async def idempotency_complete(self, scope: str, fingerprint: str, response: bytes, ttl_s: float) -> None:
-        await self._script(
+        await self._fast_script(
             "idempotency_complete", [idempotency_key(scope)], [fingerprint, response, int(ttl_s * 1000)]
         )
 
     async def idempotency_release(self, scope: str, fingerprint: str) -> None:
-        await self._script("idempotency_release", [idempotency_key(scope)], [fingerprint])
+        await self._fast_script("idempotency_release", [idempotency_key(scope)], [fingerprint])
 
     # -- triage records -----------------------------------------------------
     async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for request_id, payload in records:
-            pipe.set(record_key(request_id), payload, ex=int(ttl_s))
-        await self._run(pipe.execute())
+        try:
+            replies = await self._fast.pipeline(
+                [("SET", record_key(request_id), payload, "EX", int(ttl_s)) for request_id, payload in records]
+            )
+        except (RespConnectionError, OSError) as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+        errors = [reply for reply in replies if isinstance(reply, RespReplyError)]
+        if errors:
+            raise StoreError(f"redis: {errors[0]}")
 
     async def get_record(self, request_id: str) -> bytes | None:
         value = await self._run(self.client.get(record_key(request_id)))

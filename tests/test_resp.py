@@ -1,0 +1,105 @@
+"""The request path's pipelined Redis connection, against a real redis-server and real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.errors import StoreError
+from gateway.store.base import Bucket
+from gateway.store.redis import RedisStore
+from gateway.store.resp import RespConnection, RespConnectionError, RespReplyError
+from tests.support.servers import RedisServer
+
+pytestmark = pytest.mark.redis
+
+
+async def test_concurrent_callers_each_get_their_own_reply(redis_url: str) -> None:
+    connection = RespConnection(redis_url, op_timeout_s=1)
+    try:
+        values = [f"value-{i}".encode() * (i % 7 + 1) for i in range(300)]
+        await asyncio.gather(*(connection.call("SET", f"k{i}", v) for i, v in enumerate(values)))
+        got = await asyncio.gather(*(connection.call("GET", f"k{i}") for i in range(300)))
+        assert got == values
+        assert await connection.pipeline([("INCR", "n"), ("INCR", "n"), ("GET", "missing")]) == [1, 2, None]
+    finally:
+        await connection.close()
+
+
+async def test_error_replies_raise_and_leave_the_connection_usable(redis_url: str) -> None:
+    connection = RespConnection(redis_url, op_timeout_s=1)
+    try:
+        await connection.call("SET", "text", "x")
+        with pytest.raises(RespReplyError, match="WRONGTYPE"):
+            await connection.call("LPUSH", "text", "y")
+        replies = await connection.pipeline([("INCR", "text"), ("PING",)])
+        assert isinstance(replies[0], RespReplyError)
+        assert replies[1] == b"PONG"
+    finally:
+        await connection.close()
+
+
+async def test_a_silent_server_fails_calls_after_the_op_timeout() -> None:
+    """A peer that accepts and never answers (a hung Redis): the call fails, it does not hang."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = RespConnection(f"redis://127.0.0.1:{port}/0", op_timeout_s=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RespConnectionError, match="did not answer within 200 ms"):
+            await connection.call("PING")
+        assert 0.19 <= time.monotonic() - started < 1.0
+    finally:
+        await connection.close()
+        server.close()
+
+
+async def test_refused_connection_fails_fast_and_recovers_when_redis_returns() -> None:
+    server = RedisServer()
+    connection = RespConnection(server.url, op_timeout_s=0.25)
+    try:
+        with pytest.raises(RespConnectionError, match="cannot connect"):
+            await connection.call("PING")
+        server.start()
+        assert await connection.call("PING") == b"PONG"
+        server.stop()  # killed under an open connection
+        with pytest.raises(RespConnectionError):
+            await connection.call("PING")
+        server.start()
+        assert await connection.call("PING") == b"PONG"
+    finally:
+        await connection.close()
+        server.stop()
+
+
+async def test_scripts_survive_a_script_cache_flush(redis_url: str) -> None:
+    """EVALSHA falls back to EVAL on NOSCRIPT (a restarted or flushed Redis)."""
+    store = RedisStore(redis_url)
+    await store.start()
+    try:
+        bucket = Bucket(name="env:live", tag="env:live", interval_s=0.5)
+        first = await store.admit([bucket], "env:live", 5.0)
+        await store._fast.call("SCRIPT", "FLUSH")
+        second = await store.admit([bucket], "env:live", 5.0)
+        assert first.granted and first.wait_s == 0
+        assert second.granted and 0.4 < second.wait_s <= 0.5
+    finally:
+        await store.close()
+
+
+async def test_store_errors_carry_the_cause(redis_url: str) -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")
+    await store.start()
+    try:
+        with pytest.raises(StoreError, match="cannot connect to redis"):
+            await store.pause_left("env:live")
+    finally:
+        await store.close()
