@@ -99,20 +99,22 @@ def _otlp_exporters(settings: TelemetrySettings) -> tuple[SpanExporter | None, A
     base = settings.otlp_endpoint.rstrip("/")
     if settings.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        from gateway.otlp.grpc import GrpcSpanExporter
 
         insecure = base.startswith("http://")
         endpoint = base.split("://", 1)[1]
         return (
-            OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=3),
+            GrpcSpanExporter(endpoint=endpoint, insecure=insecure, timeout=3),
             OTLPMetricExporter(endpoint=endpoint, insecure=insecure, timeout=3),
         )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetrics,
     )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
-    return HttpSpans(endpoint=f"{base}/v1/traces", timeout=3), HttpMetrics(endpoint=f"{base}/v1/metrics", timeout=3)
+    from gateway.otlp.http import HttpSpanExporter
+
+    return HttpSpanExporter(endpoint=f"{base}/v1/traces", timeout=3), HttpMetrics(endpoint=f"{base}/v1/metrics", timeout=3)
 
 
 @dataclass

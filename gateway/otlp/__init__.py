@@ -1,0 +1,1 @@
+"""OTLP span export: a faster encoding behind the SDK's own exporters."""
