@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from gateway.types import Stage, Upstream, UpstreamRequest, UpstreamResponse
 
 
 def _link(stage: Stage, next: Upstream) -> Upstream:
-    async def call(request: UpstreamRequest) -> UpstreamResponse:
-        return await stage(request, next)
-
-    return call
+    # A partial, not a wrapping coroutine: one frame less per stage on every resume.
+    return partial(stage, next=next)
 
 
 @dataclass(frozen=True)

@@ -214,24 +214,34 @@ class Telemetry:
         span.end()
 
     def start_attempt_span(self, request: UpstreamRequest, host: str, port: int, url: str) -> tuple[trace.Span, str]:
-        """A CLIENT span for one upstream attempt, and the traceparent to send with it."""
-        attributes: dict[str, Any] = {
-            HTTP_METHOD: request.method,
-            HTTP_ROUTE: request.route,
-            SERVER_ADDRESS: host,
-            SERVER_PORT: port,
-            URL_FULL: url,
-            PMC_REQUEST_ID: request.request_id,
-        }
-        if request.attempt > 1:
-            attributes[HTTP_RESEND_COUNT] = request.attempt - 1
-        span = self.tracer.start_span(request.method, kind=SpanKind.CLIENT, attributes=attributes)
-        carrier: dict[str, str] = {}
-        self.propagator.inject(carrier, context=trace.set_span_in_context(span))
-        return span, carrier.get("traceparent", "")
+        """A CLIENT span for one upstream attempt, and the traceparent to send with it.
+
+        Attributes are built only for a span that records: with a ratio sampler most spans
+        do not, and then an attempt costs no more than its ids."""
+        span = self.tracer.start_span(request.method, kind=SpanKind.CLIENT)
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                HTTP_METHOD: request.method,
+                HTTP_ROUTE: request.route,
+                SERVER_ADDRESS: host,
+                SERVER_PORT: port,
+                URL_FULL: url,
+                PMC_REQUEST_ID: request.request_id,
+            }
+            if request.attempt > 1:
+                attributes[HTTP_RESEND_COUNT] = request.attempt - 1
+            span.set_attributes(attributes)
+        context = span.get_span_context()
+        if not context.is_valid:
+            return span, ""
+        # W3C traceparent, formatted here rather than through a propagator's carrier dict
+        return span, f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
     @staticmethod
     def end_attempt(span: trace.Span, status: int | None, error: str | None) -> None:
+        if not span.is_recording():
+            span.end()
+            return
         if status is not None:
             span.set_attribute(HTTP_STATUS, status)
         if error is not None or (status is not None and status >= 500):

@@ -96,7 +96,9 @@ class UpstreamClient:
         return response
 
     async def _send(self, origin: Http1Origin, request: UpstreamRequest, traceparent: str, remaining: float) -> UpstreamResponse:
-        outgoing = [*request.headers, ("X-Request-Id", request.request_id), ("traceparent", traceparent)]
+        outgoing = [*request.headers, ("X-Request-Id", request.request_id)]
+        if traceparent:
+            outgoing.append(("traceparent", traceparent))
         try:
             answer = await origin.request(
                 request.method,

@@ -86,6 +86,36 @@ async def test_otlp_http_trace_of_a_retried_request(upstream: ScriptedUpstream, 
         await receiver.stop()
 
 
+async def test_sampled_out_requests_still_carry_the_trace_upstream(
+    upstream: ScriptedUpstream, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With OTEL_TRACES_SAMPLER dropping a trace, nothing is exported, yet the upstream still
+    gets the caller's trace id (flags 00) and the log line still names it."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    receiver = HttpReceiver()
+    await receiver.start()
+    try:
+        document = gateway_document(upstream.url, telemetry={"otlp_endpoint": receiver.endpoint, "otlp_protocol": "http/protobuf"})
+        async with gateway(document) as gw:
+            for flags in ("00", "00"):
+                status, _, _ = await call(
+                    session, "GET", f"{gw.url}/v1/users/me", headers={"traceparent": f"00-{CALLER_TRACE}-00f067aa0ba902b7-{flags}"}
+                )
+                assert status == 200
+            status, _, _ = await call(session, "GET", f"{gw.url}/v1/users/me")  # a new trace, ratio 0
+            assert status == 200
+        await asyncio.sleep(0.5)
+        assert receiver.received.spans == []
+        sent = [r["headers"]["traceparent"].split("-") for r in upstream.received]
+        assert [(version, trace_id, flags) for version, trace_id, _, flags in sent[:2]] == [("00", CALLER_TRACE, "00")] * 2
+        assert sent[2][1] != CALLER_TRACE and int(sent[2][1], 16) != 0
+        assert int(sent[2][3], 16) & 0x01 == 0  # not sampled (0x02 is W3C's random-trace-id flag)
+        assert len({span_id for _, _, span_id, _ in sent}) == 3  # each attempt its own span id
+    finally:
+        await receiver.stop()
+
+
 async def test_unreachable_collector_costs_nothing_but_a_warning(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
     document = gateway_document(upstream.url, telemetry={"otlp_endpoint": f"http://127.0.0.1:{closed_port()}", "otlp_protocol": "http/protobuf"})
     async with gateway(document) as gw:

@@ -4,9 +4,9 @@ requestId (``GET /_gateway/requests/{requestId}``), and rendered for ``pmc-gatew
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 
+import orjson
 import structlog
 
 from gateway.errors import StoreError
@@ -68,7 +68,7 @@ class RecordWriter:
         """Write up to one batch; True when it was written."""
         batch = []
         for request_id in list(self._pending)[: self._max_batch]:
-            batch.append((request_id, json.dumps(self._pending[request_id].to_json()).encode()))
+            batch.append((request_id, orjson.dumps(self._pending[request_id].to_json())))
         if not batch:
             return False
         try:
@@ -85,7 +85,7 @@ class RecordWriter:
         if record is not None:
             return record.to_json()
         raw = await self._store.get_record(request_id)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else orjson.loads(raw)
 
 
 def render(record: dict[str, object]) -> str:

@@ -57,7 +57,8 @@ def access_log_middleware(
             record.status = status
             record.latency_ms = elapsed * 1000
             record.route = _route_of(request, record)
-            _finish_span(span, request, record)
+            if span.is_recording():  # sampled out: no attributes to build
+                _finish_span(span, request, record)
             telemetry.end_server_span(span, token)
             telemetry.server_finished(
                 method=record.method,
