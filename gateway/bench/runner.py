@@ -30,6 +30,8 @@ CLIENT_TOKEN = "bench-client-token-0001"
 API_KEY = "pmc_live_bench_key_0001"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 PATH = "/v1/users/me"
+SAMPLED_TARGET = "pmc-gateway, 10 % traces"
+SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
 def _free_port() -> int:
@@ -143,9 +145,9 @@ class Bench:
         _wait_http(f"{url}/health")
         return url
 
-    def start_gateway(self, sim: str, store: str | None, sink: str) -> tuple[str, int]:
+    def start_gateway(self, sim: str, store: str | None, sink: str, extra_env: dict[str, str] | None = None) -> tuple[str, int]:
         port = _free_port()
-        config = self.tmp / "gateway.toml"
+        config = self.tmp / f"gateway-{port}.toml"
         config.write_text(
             f"""
 [server]
@@ -167,8 +169,8 @@ otlp_protocol = "http/protobuf"
 secret_envs = ["BENCH_WEBHOOK_SECRET"]
 """
         )
-        env = {"BENCH_API_KEY": API_KEY, "PMC_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, "BENCH_WEBHOOK_SECRET": "whsec_bench"}
-        log = (self.tmp / "gateway.log").open("wb")  # the access log is on: every request writes a line
+        env = {"BENCH_API_KEY": API_KEY, "PMC_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, "BENCH_WEBHOOK_SECRET": "whsec_bench", **(extra_env or {})}
+        log = (self.tmp / f"gateway-{port}.log").open("wb")  # the access log is on: every request writes a line
         process = self.spawn([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], self.proxy_cpu, env, stdout=log)
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/_gateway/health")
@@ -216,11 +218,15 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
         sim, sim_pid = self.start_sim()
         sink = self.start_sink()
         gateway_url, gateway_pid = self.start_gateway(sim, store, sink)
+        # The same gateway with the standard OTel sampler at 10 %: what tracing costs when sampled,
+        # as a busy production gateway would run. Shown beside the targets, never instead of them.
+        sampled_url, sampled_pid = self.start_gateway(sim, store, sink, SAMPLED_ENV)
         bare_url, bare_pid = self.start_bare_proxy(sim)
         direct = Target("direct", sim, [f"Authorization: Bearer {API_KEY}"], sim_pid)
         bare = Target("bare aiohttp proxy", bare_url, [f"Authorization: Bearer {API_KEY}"], bare_pid)
         gateway = Target("pmc-gateway", gateway_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], gateway_pid)
-        targets = [direct, bare, gateway]
+        sampled = Target(SAMPLED_TARGET, sampled_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], sampled_pid)
+        targets = [direct, bare, gateway, sampled]
 
         for target in targets:  # warm up: connections, caches, JIT-free but allocator-warm
             self.load(target, min(2000, args.requests), args.connections)
@@ -276,6 +282,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "rss_mb_after": mem[-1]["rss_mb"],
         "rss_growth_second_half_mb": growth,
         "gateway_vs_direct": _median(gw, "rps") / _median(direct, "rps"),
+        "sampled_vs_bare": _median(t[SAMPLED_TARGET], "rps") / _median(bare, "rps") if SAMPLED_TARGET in t else None,
     }
     met = {
         "throughput ≥ bare aiohttp proxy": targets["throughput_vs_bare"] >= 1.0,
@@ -297,16 +304,17 @@ def render(result: dict[str, Any]) -> str:
         f"load generator + simulator + {m['store']} + OTLP sink on CPU {m['other_cpus']}",
         "",
         f"throughput: simulator at 0 ms, {cfg['connections']} connections, {cfg['repetitions']} × {cfg['requests']:,} requests per target, interleaved — median [min–max]",
-        f"{'target':<22}{'req/s':>26}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'peak RSS MB':>13}",
+        f"{'target':<26}{'req/s':>26}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'peak RSS MB':>13}",
     ]
     for name, runs in result["throughput"].items():
         lines.append(
-            f"{name:<22}{_spread(runs, 'rps'):>26}{_median(runs, 'p50'):>9.2f}{_median(runs, 'p90'):>9.2f}{_median(runs, 'p99'):>9.2f}"
+            f"{name:<26}{_spread(runs, 'rps'):>26}{_median(runs, 'p50'):>9.2f}{_median(runs, 'p90'):>9.2f}{_median(runs, 'p99'):>9.2f}"
             f"{_median(runs, 'cpu_us'):>12.0f}{max(r['peak_rss_mb'] for r in runs):>13.0f}"
         )
     f = s["figures"]
     lines += [
-        f"ratios: gateway/bare proxy {f['throughput_vs_bare']:.2f} · gateway/direct {f['gateway_vs_direct']:.2f}",
+        f"ratios: gateway/bare proxy {f['throughput_vs_bare']:.2f} · gateway/direct {f['gateway_vs_direct']:.2f}"
+        + (f" · 10 %-traced gateway/bare proxy {f['sampled_vs_bare']:.2f}" if f["sampled_vs_bare"] is not None else ""),
         "",
         "added latency at low load: simulator at 20 ms, same connections",
         f"{'':<22}{'p50 ms':>9}{'p99 ms':>9}",
