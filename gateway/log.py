@@ -18,8 +18,9 @@ import threading
 import time
 from typing import Any, BinaryIO, TextIO
 
-import orjson
 import structlog
+
+from gateway import json_bytes
 
 FLUSH_AFTER_S = 0.2
 FLUSH_AT_BYTES = 64 * 1024
@@ -29,7 +30,7 @@ class LineSink:
     """Collects rendered lines and writes them out in batches (see the module docstring)."""
 
     def __init__(self, stream: BinaryIO | TextIO) -> None:
-        self._stream = stream
+        self.stream = self._stream = stream
         self._binary = getattr(stream, "buffer", None) if hasattr(stream, "encoding") else stream
         self._lines: list[bytes] = []
         self._size = 0
@@ -116,9 +117,11 @@ def flush() -> None:
         _sink.flush()
 
 
-def configure(stream: BinaryIO | TextIO | None = None, level: int = logging.INFO) -> None:
+def configure(stream: BinaryIO | TextIO | None = None, level: int = logging.INFO) -> BinaryIO | TextIO | None:
+    """Log to ``stream`` (stdout by default); returns the stream logged to until now."""
     global _sink
     flush()
+    previous = _sink.stream if _sink is not None else None
     _sink = sink = LineSink(stream or sys.stdout)
     structlog.configure(
         processors=[
@@ -126,7 +129,7 @@ def configure(stream: BinaryIO | TextIO | None = None, level: int = logging.INFO
             structlog.processors.add_log_level,
             _utc_timestamp(),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            structlog.processors.JSONRenderer(serializer=json_bytes.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=lambda *_: _SinkLogger(sink),
@@ -135,6 +138,7 @@ def configure(stream: BinaryIO | TextIO | None = None, level: int = logging.INFO
     # Libraries log through stdlib logging; keep their warnings, as single lines on stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.ERROR)
+    return previous
 
 
 atexit.register(flush)

@@ -4,6 +4,7 @@ traceback, a hang, a leaked secret, or a request forwarded that should not have 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import socket
 import ssl
@@ -262,3 +263,28 @@ async def test_upstream_tls_is_verified_and_a_ca_file_fixes_it(tmp_path: Path, s
         assert len(upstream.received) == 1
     finally:
         await runner.cleanup()
+
+
+async def test_undecodable_bytes_never_stop_records_or_log_lines() -> None:
+    """Bytes that were not UTF-8 reach Python as lone surrogates; orjson refuses those. The
+    triage writer and the access log must still write them (escaped), not crash."""
+    import structlog
+
+    from gateway import log
+    from gateway.admin.triage import RecordWriter
+    from gateway.clock import ManualClock
+    from gateway.record import RequestRecord
+    from gateway.store.memory import MemoryStore
+
+    writer = RecordWriter(MemoryStore(ManualClock()))
+    writer.submit(RequestRecord(request_id="req_odd", started_at=0.0, path="/v1/users/\udcff"))
+    assert await writer.flush()
+    stored = await writer.get("req_odd")
+    assert stored is not None and stored["path"] == "/v1/users/\udcff"
+    lines = io.StringIO()
+    previous = log.configure(stream=lines)
+    try:
+        structlog.get_logger("t").warning("odd", value="\udcff")
+    finally:
+        log.configure(stream=previous)
+    assert '"value":"\\udcff"' in lines.getvalue()

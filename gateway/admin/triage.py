@@ -4,11 +4,12 @@ requestId (``GET /_gateway/requests/{requestId}``), and rendered for ``pmc-gatew
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 
-import orjson
 import structlog
 
+from gateway import json_bytes
 from gateway.errors import StoreError
 from gateway.record import RequestRecord
 from gateway.store.base import Store
@@ -68,7 +69,7 @@ class RecordWriter:
         """Write up to one batch; True when it was written."""
         batch = []
         for request_id in list(self._pending)[: self._max_batch]:
-            batch.append((request_id, orjson.dumps(self._pending[request_id].to_json())))
+            batch.append((request_id, json_bytes.dumps(self._pending[request_id].to_json())))
         if not batch:
             return False
         try:
@@ -85,7 +86,7 @@ class RecordWriter:
         if record is not None:
             return record.to_json()
         raw = await self._store.get_record(request_id)
-        return None if raw is None else orjson.loads(raw)
+        return None if raw is None else json.loads(raw)  # orjson refuses escaped lone surrogates
 
 
 def render(record: dict[str, object]) -> str:
