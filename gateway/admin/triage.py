@@ -62,8 +62,11 @@ class RecordWriter:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            while self._pending and await self.flush():
-                pass
+            try:
+                while self._pending and await self.flush():
+                    pass
+            except Exception:  # a bug here must cost records, never the writer itself
+                log.exception("triage_writer_failed", pending=len(self._pending))
 
     async def flush(self) -> bool:
         """Write up to one batch; True when it was written."""
