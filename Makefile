@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests
+	$(BIN)/mypy
 
 # pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
 test: $(STAMP) lint

@@ -248,7 +248,7 @@ def build_components(
         extra_snapshot=lambda: {"exposition": metrics.local().decode()},
     )
     telemetry.gauges.breaker_states = lambda: [
-        (*b.name.split(":", 1), b.state) for b in breakers.breakers.values()
+        (b.name.partition(":")[0], b.name.partition(":")[2], b.state) for b in breakers.breakers.values()
     ]
     telemetry.gauges.store_up = lambda: not isinstance(store, ResilientStore) or store.healthy
     telemetry.gauges.api_key_ages = components.api_key_ages

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 from aiohttp import web
@@ -42,8 +43,8 @@ class FirstHeaderGuard(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def _expire(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        if self._transport is not None:  # not isinstance: uvloop's transports are not asyncio.Transport
+            cast(asyncio.Transport, self._transport).abort()
 
     def data_received(self, data: bytes) -> None:
         if self._timer is not None:
@@ -104,8 +105,8 @@ class GuardedTCPSite(web.TCPSite):
 
             def __call__(self) -> asyncio.Protocol:
                 # As web.Server.__call__ does, with our handler class (Server keeps these private).
-                handler = EnvelopeRequestHandler(real, loop=real._loop, **real._kwargs)  # type: ignore[attr-defined]
-                return FirstHeaderGuard(handler, timeout)
+                handler = EnvelopeRequestHandler(real, loop=real._loop, **real._kwargs)  # type: ignore[attr-defined,arg-type]
+                return FirstHeaderGuard(handler, timeout)  # type: ignore[arg-type]
 
         self._runner._server = _Factory()  # type: ignore[assignment]
         try:

@@ -15,7 +15,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -69,7 +71,7 @@ def demo_document(gateway_port: int, sim_port: int, subscriber_url: str) -> dict
 async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str, int]) -> None:
     """About one request a second, with a fault phase every minute."""
     headers = {"Authorization": f"Bearer {DEMO_CLIENT_TOKEN}"}
-    calls = itertools.cycle(
+    calls: Iterator[tuple[str, str, dict[str, Any] | None, dict[str, Any]]] = itertools.cycle(
         [
             ("GET", "/v1/availability?eventTypeId=evt_demo&date=2026-03-10&timezone=Asia/Kolkata", None, {}),
             ("GET", "/v1/users/me", None, {}),

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 import structlog
 
@@ -68,8 +68,9 @@ class LineSink:
                 self._binary.write(data)
                 self._binary.flush()
             else:
-                self._stream.write(data.decode())  # type: ignore[arg-type]
-                self._stream.flush()
+                text_stream = cast(TextIO, self._stream)
+                text_stream.write(data.decode())
+                text_stream.flush()
         except (OSError, ValueError):  # stdout closed or gone: logs must never break serving
             pass
 

@@ -15,8 +15,9 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -39,7 +40,7 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def run_async(main: Callable[[], Awaitable[None]]) -> None:
+def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run ``main`` on uvloop when it is installed, else on asyncio's default loop."""
     try:
         import uvloop
@@ -161,11 +162,11 @@ def _supervise(settings: Settings, make_components: Callable[[], Components]) ->
             break
         except InterruptedError:
             continue
-        index = children.pop(pid, None)
+        exited = children.pop(pid, None)
         code = os.waitstatus_to_exitcode(status)
         worst = max(worst, code if code > 0 else 0)
-        if not stopping and index is not None:
-            log.error("worker_exited", worker=index, code=code)
+        if not stopping and exited is not None:
+            log.error("worker_exited", worker=exited, code=code)
             time.sleep(0.5)
-            start(index)
+            start(exited)
     return worst

@@ -252,7 +252,7 @@ class Telemetry:
 
     # -- observer methods the stages call -----------------------------------------------
     def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
-        attributes = {
+        attributes: dict[str, Any] = {
             HTTP_METHOD: request.method,
             HTTP_ROUTE: request.route,
             PMC_ENVIRONMENT: request.environment,

@@ -74,6 +74,7 @@ Upstream = Callable[[UpstreamRequest], Awaitable[UpstreamResponse]]
 class Stage(Protocol):
     """One outbound concern: takes the request and the rest of the chain."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
+from typing import Any, cast
 
 import structlog
 
@@ -110,14 +111,14 @@ def render(record: dict[str, object]) -> str:
     ]
     if record.get("idempotencyKey"):
         lines.append(f"idem key  {record['idempotencyKey']}")
-    attempts = record.get("attempts") or []
-    upstream_ms = sum(float(a.get("latencyMs") or 0) for a in attempts)  # type: ignore[union-attr]
-    backoff_ms = sum(float(a.get("delayMs") or 0) for a in attempts)  # type: ignore[union-attr]
+    attempts = cast(list[dict[str, Any]], record.get("attempts") or [])
+    upstream_ms = sum(float(a.get("latencyMs") or 0) for a in attempts)
+    backoff_ms = sum(float(a.get("delayMs") or 0) for a in attempts)
     budget_ms = float(record.get("budgetWaitMs") or 0)  # type: ignore[arg-type]
     total = float(record.get("latencyMs") or 0)  # type: ignore[arg-type]
     lines.append("")
-    lines.append(f"attempts  {len(attempts)}")  # type: ignore[arg-type]
-    for a in attempts:  # type: ignore[union-attr]
+    lines.append(f"attempts  {len(attempts)}")
+    for a in attempts:
         outcome = a.get("status") or a.get("error") or "?"
         lines.append(
             f"  #{a['attempt']}  waited {float(a.get('delayMs') or 0):8.1f} ms  →  {outcome!s:<22}"

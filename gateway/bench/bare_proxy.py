@@ -37,13 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
+    import asyncio
+
+    loop: asyncio.AbstractEventLoop
     try:
         import uvloop
 
         loop = uvloop.new_event_loop()
     except ImportError:
-        import asyncio
-
         loop = asyncio.new_event_loop()
     web.run_app(build(args.upstream), host="127.0.0.1", port=args.port, access_log=None, print=None, loop=loop)
     return 0

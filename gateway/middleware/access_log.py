@@ -4,6 +4,7 @@ goes to whoever keeps it (triage writer, SLO figures) — after the answer is de
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -90,7 +91,7 @@ def access_log_middleware(
 
 def _finish_span(span: trace.Span, request: web.Request, record: RequestRecord) -> None:
     span.update_name(f"{record.method} {record.route}")
-    attributes = {
+    attributes: dict[str, Any] = {
         names.HTTP_METHOD: record.method,
         names.HTTP_ROUTE: record.route,
         names.HTTP_STATUS: record.status or 0,

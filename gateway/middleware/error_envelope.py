@@ -56,9 +56,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             405: f"no route for {request.method} {record.path}",
             413: "request body is larger than server.max_body_bytes",
         }.get(exc.status, exc.reason)
-        refusal = kind(message)
-        record.error_code = refusal.code
-        return error_response(refusal, record.request_id)
+        mapped = kind(message)
+        record.error_code = mapped.code
+        return error_response(mapped, record.request_id)
     except asyncio.CancelledError:
         raise
     except Exception:

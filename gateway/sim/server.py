@@ -23,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -93,7 +94,7 @@ class Simulator:
         self.jobs: dict[str, dict[str, object]] = {}
         self.next_booking = 1027
         self.next_job = 4421
-        self.received: deque[dict[str, object]] = deque(maxlen=20_000)
+        self.received: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.webhooks: asyncio.Queue[tuple[int, bytes, float]] = asyncio.Queue()
         self.webhook_log: list[dict[str, object]] = []
         self._tasks: set[asyncio.Task[None]] = set()

@@ -76,6 +76,7 @@ class RetryStage:
             except UpstreamFailure as exc:
                 error = exc
 
+            reason: str | None
             if response is not None and response.credentials_rotated and not rotated:
                 rotated, reason, wait = True, "credentials_rotated", 0.0
             else:

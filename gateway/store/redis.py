@@ -115,7 +115,7 @@ class RedisStore:
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[object]):  # type: ignore[no-untyped-def]
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]):  # type: ignore[no-untyped-def]
         return await self._run(self._scripts[name](keys=list(keys), args=list(args)))
 
     async def _fast_script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]):  # type: ignore[no-untyped-def]

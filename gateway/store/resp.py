@@ -28,6 +28,11 @@ from redis.asyncio.connection import SSLConnection, parse_url
 Command = Sequence[bytes | str | int | float]
 
 
+def _pack(command: Command) -> bytes:
+    # hiredis' type stub declares a 1-tuple; it takes any number of arguments
+    return hiredis.pack_command(tuple(command))  # type: ignore[arg-type]
+
+
 class RespConnectionError(ConnectionError):
     """The connection failed, timed out or was lost; the command may or may not have run."""
 
@@ -81,7 +86,7 @@ class RespConnection:
         """Send one command; return its reply (bytes, int, list or None)."""
         if self._transport is None:
             await self._connect_or_fail()
-        reply = await self._send([hiredis.pack_command(command)])
+        reply = await self._send([_pack(command)])
         if isinstance(reply, hiredis.ReplyError):
             raise RespReplyError(str(reply))
         return reply
@@ -92,7 +97,7 @@ class RespConnection:
             return []
         if self._transport is None:
             await self._connect_or_fail()
-        futures = self._enqueue([hiredis.pack_command(tuple(c)) for c in commands])
+        futures = self._enqueue([_pack(c) for c in commands])
         replies = await asyncio.gather(*futures)
         return [RespReplyError(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
@@ -148,7 +153,7 @@ class RespConnection:
             )
         self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
         for command in self._handshake:
-            reply = await self._send([hiredis.pack_command(tuple(command))])
+            reply = await self._send([_pack(command)])
             if isinstance(reply, hiredis.ReplyError):
                 self._abort(RespConnectionError(f"redis refused the connection set-up: {reply}"))
                 raise RespConnectionError(str(reply))
