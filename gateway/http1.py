@@ -213,44 +213,53 @@ class Http1Origin:
 
     # -- the pool ---------------------------------------------------------------------------
     async def _acquire(self, connect_timeout_s: float) -> _Connection:
+        connection = self._take_idle()
+        if connection is not None:
+            return connection  # the common case: no timer, no await
+        try:
+            async with asyncio.timeout(connect_timeout_s):  # one bound for waiting and connecting
+                while self._open >= self._limit:
+                    await self._room()
+                    connection = self._take_idle()
+                    if connection is not None:
+                        return connection
+                self._open += 1
+                try:
+                    _, connection = await self.loop.create_connection(
+                        lambda: _Connection(self),
+                        self.host,
+                        self.port,
+                        ssl=self._ssl,
+                        server_hostname=self.host if self._ssl else None,
+                    )
+                except BaseException:
+                    self._open -= 1
+                    self._wake()
+                    raise
+        except TimeoutError as exc:
+            raise ConnectFailed("no upstream connection within the connect timeout") from exc
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to the upstream ({type(exc).__name__})") from exc
+        return connection
+
+    def _take_idle(self) -> _Connection | None:
         now = self.loop.time()
         while self._idle:
             connection = self._idle.pop()  # the most recently used: least likely closed by the peer
             if connection.reusable and now - connection.idle_since < self._idle_timeout_s:
                 return connection
             self._close(connection)
-        while self._open >= self._limit:
-            waiter = self.loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout(connect_timeout_s):
-                    await waiter
-            except TimeoutError as exc:
-                raise ConnectFailed("no free upstream connection within the connect timeout") from exc
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-            if self._idle:
-                return self._idle.pop()
-        self._open += 1
+        return None
+
+    async def _room(self) -> None:
+        """Until a connection is released or closed."""
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
         try:
-            async with asyncio.timeout(connect_timeout_s):
-                _, connection = await self.loop.create_connection(
-                    lambda: _Connection(self),
-                    self.host,
-                    self.port,
-                    ssl=self._ssl,
-                    server_hostname=self.host if self._ssl else None,
-                )
-        except TimeoutError as exc:
-            self._open -= 1
-            self._wake()
-            raise ConnectFailed("timed out connecting to the upstream") from exc
-        except OSError as exc:
-            self._open -= 1
-            self._wake()
-            raise ConnectFailed(f"cannot connect to the upstream ({type(exc).__name__})") from exc
-        return connection
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _release(self, connection: _Connection) -> None:
         if connection.reusable and connection.transport is not None and not connection.transport.is_closing():

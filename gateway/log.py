@@ -30,7 +30,7 @@ class LineSink:
     """Collects rendered lines and writes them out in batches (see the module docstring)."""
 
     def __init__(self, stream: BinaryIO | TextIO) -> None:
-        self.stream = self._stream = stream
+        self.stream = stream
         self._binary = getattr(stream, "buffer", None) if hasattr(stream, "encoding") else stream
         self._lines: list[bytes] = []
         self._size = 0
@@ -63,12 +63,12 @@ class LineSink:
         data = b"".join(lines)
         try:
             if self._binary is not None:
-                if self._binary is not self._stream:
-                    self._stream.flush()  # what print() left in the text layer goes first
+                if self._binary is not self.stream:
+                    self.stream.flush()  # what print() left in the text layer goes first
                 self._binary.write(data)
                 self._binary.flush()
             else:
-                text_stream = cast(TextIO, self._stream)
+                text_stream = cast(TextIO, self.stream)
                 text_stream.write(data.decode())
                 text_stream.flush()
         except (OSError, ValueError):  # stdout closed or gone: logs must never break serving
