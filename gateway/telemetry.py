@@ -2,9 +2,10 @@
 
 The gateway records its own spans (the contrib aiohttp instrumentations keep module
 globals, emit old semantic conventions by default and never set
-``http.request.resend_count``). Providers are per application, never global; spans are
-exported by a batch processor and metrics by a periodic reader, both off the request's
-critical path. Duration histograms use explicit second-based boundaries that include
+``http.request.resend_count``), through ``gateway.tracing`` (the SDK's sampler, resource
+and batch export, without its per-span machinery). Providers are per application, never
+global; spans are exported by a batch processor and metrics by a periodic reader, both
+off the request's critical path. Duration histograms use explicit second-based boundaries that include
 the 0.18 s latency target and resolve 100–500 ms.
 """
 
@@ -21,13 +22,13 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
 from gateway.settings import TelemetrySettings
+from gateway.tracing import ReadableSpanExporter, RequestTracer
 from gateway.types import UpstreamRequest
 
 # -- metric names (OpenTelemetry name → Prometheus name in the comment) -----------------
@@ -82,6 +83,7 @@ SECONDS_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.18, 0.2, 0.25,
     0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+_ROOT = otel_context.Context()  # a SERVER span without a caller's traceparent starts a trace
 BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 
 
@@ -143,13 +145,12 @@ class Telemetry:
             {"service.name": settings.service_name, "service.instance.id": member_id}
         )
         otlp_spans, otlp_metrics = _otlp_exporters(settings)
-        self.tracer_provider = TracerProvider(resource=resource)
-        for exporter in (span_exporter, otlp_spans):
-            if exporter is not None:
-                self.tracer_provider.add_span_processor(
-                    BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
-                )
-        self.tracer = self.tracer_provider.get_tracer("pmc-gateway")
+        exporters = [e for e in (span_exporter and ReadableSpanExporter(span_exporter), otlp_spans) if e is not None]
+        self.tracer = RequestTracer(
+            resource=resource,
+            scope_name="pmc-gateway",
+            processors=[BatchSpanProcessor(e, schedule_delay_millis=500, max_export_batch_size=512) for e in exporters],
+        )
         self.propagator = TraceContextTextMapPropagator()
 
         self.registry = CollectorRegistry(auto_describe=True)
@@ -203,8 +204,9 @@ class Telemetry:
     # Plain start/end pairs rather than context managers: these run twice per request.
     def start_server_span(self, method: str, carrier: dict[str, str]) -> tuple[trace.Span, object]:
         """A SERVER span, current until ``end_server_span``; continues the caller's trace."""
-        parent = self.propagator.extract(carrier) if carrier else None
-        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+        parent = self.propagator.extract(carrier) if carrier else _ROOT
+        remote = trace.get_current_span(parent).get_span_context() if carrier else None
+        span = self.tracer.start(method, SpanKind.SERVER, remote, parent)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
@@ -218,7 +220,7 @@ class Telemetry:
 
         Attributes are built only for a span that records: with a ratio sampler most spans
         do not, and then an attempt costs no more than its ids."""
-        span = self.tracer.start_span(request.method, kind=SpanKind.CLIENT)
+        span = self.tracer.start(request.method, SpanKind.CLIENT, trace.get_current_span().get_span_context())
         if span.is_recording():
             attributes: dict[str, Any] = {
                 HTTP_METHOD: request.method,
@@ -305,7 +307,7 @@ class Telemetry:
         self.server_duration.record(seconds, attributes)
 
     def shutdown(self) -> None:
-        self.tracer_provider.shutdown()
+        self.tracer.shutdown()
         self.meter_provider.shutdown()
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
@@ -90,6 +90,23 @@ def _key(key: str) -> bytes:
     return _field(1, key.encode("utf-8", "surrogatepass"))
 
 
+def _pair(tag: bytes, key: str, value: Any) -> bytes:
+    if type(value) is str:  # most attributes
+        text = value.encode("utf-8", "surrogatepass")
+        any_value = b"\x0a" + _length(text) + text
+    else:
+        any_value = _any_value(value)
+    pair = _key(key) + b"\x12" + _length(any_value) + any_value
+    return tag + _length(pair) + pair
+
+
+# Encoded KeyValue fields by (field, key, type, value): a request's route, method, host and
+# status repeat on every span. Cleared when full rather than evicted one by one: unique
+# values (request ids) pass through it cheaply.
+_PAIRS: dict[tuple[int, str, type, Any], bytes] = {}
+_PAIRS_MAX = 4096
+
+
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated KeyValue under ``number``."""
     if not attributes:
@@ -97,13 +114,17 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     tag = _TAGS[number]
     out = []
     for key, value in attributes.items():
-        if type(value) is str:  # most attributes: inlined, this runs ~20 times a request
-            text = value.encode("utf-8", "surrogatepass")
-            any_value = b"\x0a" + _length(text) + text
+        kind = type(value)
+        if kind is str or kind is int:  # hashable, and the type keeps True apart from 1
+            cache_key = (number, key, kind, value)
+            pair = _PAIRS.get(cache_key)
+            if pair is None:
+                if len(_PAIRS) >= _PAIRS_MAX:
+                    _PAIRS.clear()
+                pair = _PAIRS[cache_key] = _pair(tag, key, value)
         else:
-            any_value = _any_value(value)
-        pair = _key(key) + b"\x12" + _length(any_value) + any_value
-        out.append(tag + _length(pair) + pair)
+            pair = _pair(tag, key, value)
+        out.append(pair)
     return b"".join(out)
 
 
@@ -111,19 +132,28 @@ def _trace_state(context: SpanContext) -> bytes:
     return _string(3, context.trace_state.to_header()) if context.trace_state else b""
 
 
+_TIMES = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), both fixed64
+_KINDS = {kind: _uint(6, kind.value + 1) for kind in SpanKind}  # SDK INTERNAL=0…; OTLP INTERNAL=1…
+_REMOTENESS = {remote: _FIXED32(_FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if remote else 0)) for remote in (False, True)}
+
+
+def _status(status: Status) -> bytes:
+    return _field(15, _string(2, status.description or "") + _uint(3, status.status_code.value))
+
+
+_STATUS_UNSET = _status(Status(StatusCode.UNSET))
+
+
 def _span(span: ReadableSpan) -> bytes:
     context = span.context
     parent = span.parent
-    flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if parent is not None and parent.is_remote else 0)
     parts = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big"),
         _trace_state(context),
         b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent is not None else b"",
         _string(5, span.name),
-        _uint(6, span.kind.value + 1),  # SDK INTERNAL=0…; OTLP SPAN_KIND_INTERNAL=1…
-        b"\x39" + _FIXED64(span.start_time or 0),
-        b"\x41" + _FIXED64(span.end_time or 0),
+        _KINDS[span.kind],
+        _TIMES(0x39, span.start_time or 0, 0x41, span.end_time or 0),
         _attributes(9, span.attributes),
         _uint(10, span.dropped_attributes),
     ]
@@ -137,7 +167,6 @@ def _span(span: ReadableSpan) -> bytes:
         )
     parts.append(_uint(12, span.dropped_events))
     for link in span.links:
-        link_flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if link.context.is_remote else 0)
         parts.append(
             _field(
                 13,
@@ -145,13 +174,13 @@ def _span(span: ReadableSpan) -> bytes:
                 + b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
                 + _attributes(4, link.attributes)
                 + _uint(5, link.dropped_attributes)
-                + b"\x35" + _FIXED32(link_flags),
+                + b"\x35" + _REMOTENESS[link.context.is_remote],  # field 6, wire type 5
             )
         )
     parts.append(_uint(14, span.dropped_links))
     status = span.status  # always present, as the SDK's encoder sends it
-    parts.append(_field(15, _string(2, status.description or "") + _uint(3, status.status_code.value)))
-    parts.append(b"\x85\x01" + _FIXED32(flags))  # field 16, wire type 5
+    parts.append(_STATUS_UNSET if status.status_code is StatusCode.UNSET and not status.description else _status(status))
+    parts.append(b"\x85\x01" + _REMOTENESS[parent is not None and parent.is_remote])  # field 16, wire type 5
     return _field(2, b"".join(parts))
 
 
