@@ -1,6 +1,6 @@
 """The composition root: builds every shared thing once and composes the pipeline.
 
-Inbound (aiohttp middlewares, outermost first):
+Inbound (one aiohttp middleware, gateway/middleware/inbound.py, steps in order):
     request_id → access_log (+ SERVER span) → error_envelope → path_safety → caller_auth
 
 Outbound (stages, outermost first), for ``/v1/**``:
@@ -34,11 +34,9 @@ from gateway.chain import Chain, compose
 from gateway.clock import Clock, SystemClock
 from gateway.errors import ConfigError
 from gateway.ids import ulid
-from gateway.middleware.access_log import access_log_middleware
-from gateway.middleware.caller_auth import ClientDirectory, caller_auth_middleware
-from gateway.middleware.error_envelope import error_envelope_middleware
-from gateway.middleware.path_safety import path_safety_middleware
-from gateway.middleware.request_id import request_id_middleware
+from gateway.middleware.access_log import RequestObserver
+from gateway.middleware.caller_auth import ClientDirectory
+from gateway.middleware.inbound import inbound_middleware
 from gateway.proxy import proxy_handler
 from gateway.retry_budget import RetryBudget
 from gateway.settings import Secrets, Settings
@@ -332,15 +330,15 @@ def build_app(components: Components) -> web.Application:
     settings = components.settings
     app = web.Application(
         middlewares=[
-            request_id_middleware(clock=components.clock),
-            access_log_middleware(
-                telemetry=components.telemetry,
+            inbound_middleware(
                 clock=components.clock,
-                on_complete=(components.status.observe, _proxied(components.records.submit)),
+                observer=RequestObserver(
+                    telemetry=components.telemetry,
+                    clock=components.clock,
+                    on_complete=(components.status.observe, _proxied(components.records.submit)),
+                ),
+                directory=components.clients,
             ),
-            error_envelope_middleware(),
-            path_safety_middleware(),
-            caller_auth_middleware(directory=components.clients),
         ],
         client_max_size=settings.server.max_body_bytes,
         # 75 s idle keep-alive (aiohttp's default is an hour): stalled callers cannot hold sockets

@@ -211,9 +211,9 @@ class Telemetry:
         return span, token
 
     @staticmethod
-    def end_server_span(span: trace.Span, token: object) -> None:
+    def detach_server_span(token: object) -> None:
+        """The SERVER span stops being current; whoever holds it ends it."""
         otel_context.detach(token)  # type: ignore[arg-type]
-        span.end()
 
     def start_attempt_span(self, request: UpstreamRequest, host: str, port: int, url: str) -> tuple[trace.Span, str]:
         """A CLIENT span for one upstream attempt, and the traceparent to send with it.

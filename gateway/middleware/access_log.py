@@ -8,13 +8,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from gateway import telemetry as names
 from gateway.clock import Clock
-from gateway.middleware.keys import RECORD
 from gateway.record import RequestRecord
 from gateway.telemetry import Telemetry
 
@@ -33,63 +31,59 @@ def _route_of(request: web.Request, record: RequestRecord) -> str:
     return resource.canonical
 
 
-def access_log_middleware(
-    *,
-    telemetry: Telemetry,
-    clock: Clock,
-    on_complete: Sequence[Callable[[RequestRecord], None]] = (),
-) -> web.middleware:  # type: ignore[valid-type]
-    """Time the request inside a SERVER span, then log, measure and hand on its record."""
+class RequestObserver:
+    """Times each request inside a SERVER span; when its answer is decided, logs, measures and
+    hands on its record."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        record = request[RECORD]
-        started = clock.monotonic()
-        carrier = {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))}
-        span, token = telemetry.start_server_span(request.method, carrier)
-        record.trace_id = trace.format_trace_id(span.get_span_context().trace_id)
-        status = CLIENT_CLOSED
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            elapsed = clock.monotonic() - started
-            record.status = status
-            record.latency_ms = elapsed * 1000
-            record.route = _route_of(request, record)
-            if span.is_recording():  # sampled out: no attributes to build
-                _finish_span(span, request, record)
-            telemetry.end_server_span(span, token)
-            telemetry.server_finished(
-                method=record.method,
-                route=record.route,
-                status=status,
-                client=record.client,
-                environment=record.environment,
-                seconds=elapsed,
-            )
-            access_log.info(
-                "request",
-                requestId=record.request_id,
-                traceId=record.trace_id,
-                client=record.client,
-                environment=record.environment,
-                method=record.method,
-                route=record.route,
-                status=status,
-                latencyMs=round(record.latency_ms, 3),
-                attempts=len(record.attempts),
-                upstreamRequestId=record.upstream_request_id,
-                errorCode=record.error_code,
-            )
-            for consumer in on_complete:
-                consumer(record)
+    def __init__(self, *, telemetry: Telemetry, clock: Clock, on_complete: Sequence[Callable[[RequestRecord], None]] = ()) -> None:
+        self._telemetry = telemetry
+        self._clock = clock
+        self._on_complete = tuple(on_complete)
 
-    return middleware
+    def started(self, request: web.Request, record: RequestRecord) -> tuple[float, trace.Span, object]:
+        headers = request.headers
+        carrier = {k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))}
+        span, token = self._telemetry.start_server_span(request.method, carrier)
+        record.trace_id = f"{span.get_span_context().trace_id:032x}"
+        return self._clock.monotonic(), span, token
+
+    def finished(self, request: web.Request, record: RequestRecord, status: int, watch: tuple[float, trace.Span, object]) -> None:
+        started, span, token = watch
+        elapsed = self._clock.monotonic() - started
+        record.status = status
+        record.latency_ms = elapsed * 1000
+        record.route = _route_of(request, record)
+        self._telemetry.detach_server_span(token)
+        if span.is_recording():  # sampled out: no attributes to build
+            _describe_span(span, request, record)
+        span.end()
+        self._telemetry.server_finished(
+            method=record.method,
+            route=record.route,
+            status=status,
+            client=record.client,
+            environment=record.environment,
+            seconds=elapsed,
+        )
+        access_log.info(
+            "request",
+            requestId=record.request_id,
+            traceId=record.trace_id,
+            client=record.client,
+            environment=record.environment,
+            method=record.method,
+            route=record.route,
+            status=record.status,
+            latencyMs=round(record.latency_ms, 3),
+            attempts=len(record.attempts),
+            upstreamRequestId=record.upstream_request_id,
+            errorCode=record.error_code,
+        )
+        for consumer in self._on_complete:
+            consumer(record)
 
 
-def _finish_span(span: trace.Span, request: web.Request, record: RequestRecord) -> None:
+def _describe_span(span: trace.Span, request: web.Request, record: RequestRecord) -> None:
     span.update_name(f"{record.method} {record.route}")
     attributes: dict[str, Any] = {
         names.HTTP_METHOD: record.method,

@@ -8,10 +8,10 @@ import hmac
 from collections.abc import Mapping
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.errors import EnvironmentForbidden, Unauthenticated
-from gateway.middleware.keys import CALLER, RECORD, Caller
+from gateway.middleware.keys import CALLER, Caller
+from gateway.record import RequestRecord
 from gateway.settings import ClientSettings
 
 
@@ -44,23 +44,18 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
-def caller_auth_middleware(*, directory: ClientDirectory, prefix: str = "/v1/") -> web.middleware:  # type: ignore[valid-type]
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.raw_path.startswith(prefix):
-            return await handler(request)
-        token = bearer_token(request.headers.get("Authorization"))
-        found = directory.find(token) if token else None
-        if found is None:
-            raise Unauthenticated("missing or unknown client token")
-        client, environments = found
-        requested = request.headers.get("X-PMC-Environment")
-        environment = environments[0] if requested is None else requested
-        if environment not in environments:
-            raise EnvironmentForbidden(f"client {client!r} may not use environment {environment[:64]!r}")
-        record = request[RECORD]
-        record.client, record.environment = client, environment
-        request[CALLER] = Caller(client, environment)
-        return await handler(request)
-
-    return middleware
+def authenticate(request: web.Request, record: RequestRecord, directory: ClientDirectory, prefix: str = "/v1/") -> None:
+    """On ``/v1/``: the caller and environment, or ``Unauthenticated``/``EnvironmentForbidden``."""
+    if not request.raw_path.startswith(prefix):
+        return
+    token = bearer_token(request.headers.get("Authorization"))
+    found = directory.find(token) if token else None
+    if found is None:
+        raise Unauthenticated("missing or unknown client token")
+    client, environments = found
+    requested = request.headers.get("X-PMC-Environment")
+    environment = environments[0] if requested is None else requested
+    if environment not in environments:
+        raise EnvironmentForbidden(f"client {client!r} may not use environment {environment[:64]!r}")
+    record.client, record.environment = client, environment
+    request[CALLER] = Caller(client, environment)

@@ -6,11 +6,10 @@ import asyncio
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway import errors
 from gateway.envelope import error_response
-from gateway.middleware.keys import RECORD
+from gateway.record import RequestRecord
 
 log = structlog.get_logger("gateway.errors")
 
@@ -26,30 +25,14 @@ class InternalError(errors.Refusal):
     status, code = 500, "INTERNAL"
 
 
-def error_envelope_middleware() -> web.middleware:  # type: ignore[valid-type]
-    """Map ``Refusal`` and aiohttp's HTTP exceptions to envelopes; log and hide anything else."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await _answer(request, handler)
-        record = request[RECORD]
-        if record.client is not None:  # proxied: say how many upstream attempts it took
-            response.headers["X-Gateway-Attempts"] = str(len(record.attempts))
-        return response
-
-    return middleware
-
-
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    record = request[RECORD]
-    try:
-        return await handler(request)
-    except errors.Refusal as refusal:
-        record.error_code = refusal.code
-        return error_response(refusal, record.request_id)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+def envelope_for(exc: BaseException, request: web.Request, record: RequestRecord) -> web.StreamResponse:
+    """The envelope answering ``exc``: a ``Refusal`` as itself, aiohttp's HTTP errors mapped,
+    anything else logged and hidden behind 500 INTERNAL. Cancellation and aiohttp's non-error
+    answers (redirects) are raised again."""
+    if isinstance(exc, errors.Refusal):
+        record.error_code = exc.code
+        return error_response(exc, record.request_id)
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
         kind = _BY_STATUS.get(exc.status, errors.BadRequest)
         message = {
             404: f"no route for {request.method} {record.path}",
@@ -59,9 +42,14 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         mapped = kind(message)
         record.error_code = mapped.code
         return error_response(mapped, record.request_id)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled_error", method=request.method, route=record.route)
-        record.error_code = InternalError.code
-        return error_response(InternalError("internal gateway error"), record.request_id)
+    if isinstance(exc, web.HTTPException | asyncio.CancelledError) or not isinstance(exc, Exception):
+        raise exc
+    log.error("unhandled_error", method=request.method, route=record.route, exc_info=exc)
+    record.error_code = InternalError.code
+    return error_response(InternalError("internal gateway error"), record.request_id)
+
+
+def count_attempts(response: web.StreamResponse, record: RequestRecord) -> None:
+    """A proxied answer says how many upstream attempts it took."""
+    if record.client is not None:
+        response.headers["X-Gateway-Attempts"] = str(len(record.attempts))

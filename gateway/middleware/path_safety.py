@@ -11,9 +11,6 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
 from gateway.errors import BadRequest
 
 _PRINTABLE = re.compile(r"[\x21-\x7e]*")
@@ -47,12 +44,3 @@ def check_target(target: str) -> None:
         decoded = _decoded(segment)
         if decoded in (".", "..") or "/" in decoded or "\\" in decoded or not _PRINTABLE.fullmatch(decoded):
             raise BadRequest("path segment is not allowed in the request target")
-
-
-def path_safety_middleware() -> web.middleware:  # type: ignore[valid-type]
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        check_target(request.raw_path)
-        return await handler(request)
-
-    return middleware
