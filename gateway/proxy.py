@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -28,8 +27,8 @@ def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> N
     if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"jobId"' not in body):
         return
     try:
-        payload = json.loads(body)
-    except ValueError:
+        payload = orjson.loads(body)  # every proxied answer passes here: orjson parses ~3x faster
+    except ValueError:  # orjson's JSONDecodeError is one: not JSON, not UTF-8, beyond 64-bit integers
         return
     if isinstance(payload, dict):
         if isinstance(payload.get("requestId"), str):

@@ -40,6 +40,8 @@ def check_target(target: str) -> None:
     path = target.split("?", 1)[0]
     if "//" in path:
         raise BadRequest("empty path segment in the request target")
+    if "%" not in path and "/." not in path and "\\" not in path:
+        return  # nothing to decode and no dot segment: no segment check below can fail
     for segment in path.split("/")[1:]:
         decoded = _decoded(segment)
         if decoded in (".", "..") or "/" in decoded or "\\" in decoded or not _PRINTABLE.fullmatch(decoded):
