@@ -178,8 +178,11 @@ class GatewayProcess:
         return self.process.wait(timeout)
 
     def kill(self) -> None:
+        """SIGKILL the whole process group: a supervisor's forked workers too, which would
+        otherwise outlive a failed test and keep serving the shared test Redis's queues."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         if self.process.poll() is None:
-            self.process.kill()
             self.process.wait(10)
 
 
@@ -195,6 +198,7 @@ def start_gateway_process(document: dict[str, Any], tmp: Path, env: dict[str, st
         stdout=stdout_path.open("wb"),
         stderr=stderr_path.open("wb"),
         env={**os.environ, **BASE_ENV, **(env or {})},
+        start_new_session=True,  # its own process group, so kill() reaches its workers
     )
     running = GatewayProcess(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path, config_path)
     wait_http(f"{running.url}/_gateway/health", process=process, what=running.output)
