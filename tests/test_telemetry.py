@@ -245,6 +245,7 @@ async def test_status_shows_slo_figures_breakers_and_failures(upstream: Scripted
     assert [b["state"] for b in doc["breakers"]] == ["closed"]
     assert len(doc["recentFailures"]) == 2 and doc["recentFailures"][0]["status"] == 500
     assert doc["store"]["healthy"] is True and doc["budgets"][0]["limitPerMinute"] == 6000
+    assert doc["budgetUseLastMinute"] == {"live|booking-web": 10}
 
 
 async def test_no_secret_in_output_spans_metrics_or_records(upstream: ScriptedUpstream, tmp_path: Path, session: aiohttp.ClientSession) -> None:

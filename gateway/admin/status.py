@@ -27,6 +27,41 @@ RECENT_FAILURES = 50
 USAGE_WINDOW_S = 60
 
 
+class UsageWindow:
+    """Upstream attempts per (environment, client) over the last minute, in one-second slots.
+
+    Slots, not one entry per attempt: at thousands of requests a second a per-attempt list
+    held ~150,000 entries (~12 MB) and cost a full pass at every publish."""
+
+    def __init__(self, clock: Clock, window_s: int = USAGE_WINDOW_S) -> None:
+        self._clock = clock
+        self._window_s = window_s
+        self._slots: deque[tuple[int, dict[tuple[str, str], int]]] = deque()  # (second, counts), oldest first
+
+    def add(self, environment: str, client: str, attempts: int) -> None:
+        second = int(self._clock.monotonic())
+        if not self._slots or self._slots[-1][0] != second:
+            self._slots.append((second, {}))
+            self._expire(second)
+        counts = self._slots[-1][1]
+        key = (environment, client)
+        counts[key] = counts.get(key, 0) + attempts
+
+    def _expire(self, second: int) -> None:
+        while self._slots and self._slots[0][0] <= second - self._window_s:
+            self._slots.popleft()
+
+    def counts(self) -> dict[str, int]:
+        """``{"environment|client": attempts}`` over the window."""
+        self._expire(int(self._clock.monotonic()))
+        total: dict[str, int] = {}
+        for _, counts in self._slots:
+            for (environment, client), n in counts.items():
+                key = f"{environment}|{client}"
+                total[key] = total.get(key, 0) + n
+        return total
+
+
 def is_failure(record: RequestRecord) -> bool:
     return (record.status or 0) >= 500 or record.status == 429
 
@@ -52,18 +87,15 @@ class StatusBoard:
         self._extra_snapshot = extra_snapshot
         self.slo = SloTracker(clock, latency_target_ms=latency_target_ms)
         self._failures: deque[dict[str, object]] = deque(maxlen=RECENT_FAILURES)
-        self._usage: deque[tuple[float, str, str]] = deque()  # (time, environment, client)
+        self._usage = UsageWindow(clock)
         self._task: asyncio.Task[None] | None = None
 
     def observe(self, record: RequestRecord) -> None:
         if record.client is None:  # admin, health and webhook calls are not the SLO's traffic
             return
         self.slo.observe(record.route, record.status or 0, record.latency_ms)
-        now = self._clock.monotonic()
-        for _ in record.attempts:
-            self._usage.append((now, record.environment or "", record.client))
-        while self._usage and self._usage[0][0] < now - USAGE_WINDOW_S:
-            self._usage.popleft()
+        if record.attempts:
+            self._usage.add(record.environment or "", record.client, len(record.attempts))
         if is_failure(record):
             self._failures.appendleft(
                 {
@@ -81,14 +113,11 @@ class StatusBoard:
             )
 
     def snapshot(self) -> dict[str, object]:
-        usage: dict[str, int] = {}
-        for _, environment, client in self._usage:
-            usage[f"{environment}|{client}"] = usage.get(f"{environment}|{client}", 0) + 1
         return {
             "member": self._member,
             "slo": self.slo.snapshot(),
             "failures": list(self._failures),
-            "usage": usage,
+            "usage": self._usage.counts(),
             **self._extra_snapshot(),
         }
 
