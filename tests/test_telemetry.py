@@ -76,12 +76,18 @@ async def test_otlp_grpc_trace_of_a_retried_request(upstream: ScriptedUpstream, 
         receiver.stop()
 
 
-async def test_otlp_http_trace_of_a_retried_request(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+@pytest.mark.parametrize("exemplar_filter", ["", "trace_based"])
+async def test_otlp_http_trace_of_a_retried_request(
+    exemplar_filter: str, upstream: ScriptedUpstream, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", exemplar_filter)
     receiver = HttpReceiver()
     await receiver.start()
     try:
         await retried_request_trace(upstream, receiver.endpoint, "http/protobuf", receiver.received, session)
         assert "http.client.request.duration" in receiver.received.metric_names
+        # exemplars cost every record a reservoir offer: off unless asked for, then linked to the trace
+        assert receiver.received.exemplar_trace_ids == ({CALLER_TRACE} if exemplar_filter else set())
     finally:
         await receiver.stop()
 

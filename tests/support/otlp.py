@@ -35,6 +35,7 @@ class ReceivedSpan:
 class Received:
     spans: list[ReceivedSpan] = field(default_factory=list)
     metric_names: set[str] = field(default_factory=set)
+    exemplar_trace_ids: set[str] = field(default_factory=set)  # from histogram data points
 
     def add_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
@@ -58,6 +59,8 @@ class Received:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     self.metric_names.add(metric.name)
+                    for point in metric.histogram.data_points:
+                        self.exemplar_trace_ids.update(e.trace_id.hex() for e in point.exemplars)
 
 
 class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
