@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -50,3 +52,18 @@ class ManualClock:
 
 def seeded_random(seed: int | None = None) -> random.Random:
     return random.Random(seed)
+
+
+def iso_utc_ms(seconds: float) -> str:
+    """``2026-11-25T13:03:07.123Z``: epoch seconds as ISO-8601 UTC, milliseconds truncated
+    (as ``datetime.isoformat(timespec="milliseconds")``), at a fifth of datetime's cost: every
+    log line and triage record carries one."""
+    fraction, whole = math.modf(seconds)  # split as datetime.fromtimestamp does, so both agree
+    micros = round(fraction * 1_000_000)
+    second = int(whole) + micros // 1_000_000
+    return f"{_second_prefix(second)}.{micros % 1_000_000 // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=8)
+def _second_prefix(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))

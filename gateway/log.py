@@ -16,11 +16,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import MutableMapping
 from typing import Any, BinaryIO, TextIO, cast
 
 import structlog
 
 from gateway import json_bytes
+from gateway.clock import iso_utc_ms
 
 FLUSH_AFTER_S = 0.2
 FLUSH_AT_BYTES = 64 * 1024
@@ -92,21 +94,9 @@ class _SinkLogger:
     warning = warn = error = err = critical = exception = fatal = urgent
 
 
-def _utc_timestamp() -> Any:
-    """ISO-8601 UTC with milliseconds; the seconds part is formatted once per second."""
-    cached_second = -1
-    cached_prefix = ""
-
-    def stamp(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        nonlocal cached_second, cached_prefix
-        now = time.time()
-        second = int(now)
-        if second != cached_second:
-            cached_second, cached_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event["ts"] = f"{cached_prefix}.{int((now - second) * 1000):03d}Z"
-        return event
-
-    return stamp
+def _add_timestamp(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["ts"] = iso_utc_ms(time.time())
+    return event
 
 
 _sink: LineSink | None = None
@@ -128,7 +118,7 @@ def configure(stream: BinaryIO | TextIO | None = None, level: int = logging.INFO
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            _utc_timestamp(),
+            _add_timestamp,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=json_bytes.dumps),
         ],

@@ -9,7 +9,8 @@ stage that writes here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+
+from gateway.clock import iso_utc_ms
 
 
 @dataclass(slots=True)
@@ -65,7 +66,7 @@ class RequestRecord:
             "budgetWaitMs": round(self.budget_wait_ms, 3),
             "breakerState": self.breaker_state,
             "idempotencyKey": self.idempotency_key,
-            "startedAt": datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "startedAt": iso_utc_ms(self.started_at),
             "upstreamRequestId": self.upstream_request_id,
             "jobId": self.job_id,
             "errorCode": self.error_code,
