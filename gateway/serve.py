@@ -119,6 +119,8 @@ def _supervise(settings: Settings, make_components: Callable[[], Components]) ->
     stopping = False
 
     def start(index: int) -> None:
+        if stopping:
+            return
         pid = os.fork()
         if pid == 0:  # the worker: drop the supervisor's handlers until its own loop installs them
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -135,6 +137,9 @@ def _supervise(settings: Settings, make_components: Callable[[], Components]) ->
                 sys.stdout.flush()
                 os._exit(code)
         children[pid] = index
+        if stopping:  # the stop signal came between fork and here: this worker missed the forward
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -209,6 +211,49 @@ async def test_metrics_endpoint_counts_the_whole_worker_group(upstream: Scripted
     assert totals == {float(sent)}, totals  # whichever worker answers, it answers for the group
     assert process.terminate() == 0
 
+
+
+def workers_of(process: GatewayProcess) -> set[int]:
+    pid = process.process.pid
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+async def wait_for_workers(process: GatewayProcess, count: int, timeout: float = 15) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while (workers := workers_of(process)) and len(workers) != count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return workers
+
+
+async def test_a_worker_that_dies_is_replaced(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    process = start_gateway_process(shared(upstream.url, redis_url, server={"workers": 2}), tmp_path)
+    processes.append(process)
+    first = await wait_for_workers(process, 2)
+    assert len(first) == 2
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while (now := workers_of(process)) and (victim in now or len(now) != 2) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert len(now) == 2 and victim not in now
+    for _ in range(10):
+        async with aiohttp.ClientSession() as fresh:
+            assert (await call(fresh, "GET", f"{process.url}/v1/users/me"))[0] == 200
+    assert process.terminate() == 0
+    assert any(line.get("event") == "worker_exited" for line in process.log_lines())
+
+
+async def test_sigterm_while_a_worker_restarts_still_stops_the_group(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess]) -> None:
+    """Regression: a stop signal during a worker's restart pause reached only the workers then
+    alive; the replacement, forked after it, never got one, and the supervisor waited forever."""
+    process = start_gateway_process(shared(upstream.url, redis_url, server={"workers": 2}), tmp_path)
+    processes.append(process)
+    workers = await wait_for_workers(process, 2)
+    os.kill(min(workers), signal.SIGKILL)
+    await asyncio.sleep(0.1)  # the supervisor has seen the death and pauses 0.5 s before replacing it
+    assert process.terminate(timeout=20) == 0
+    with pytest.raises(ProcessLookupError):  # nothing of the group is left running
+        os.killpg(process.process.pid, 0)
 
 
 async def test_recovery_does_not_flap_on_stale_pooled_connections(redis_server: RedisServer) -> None:
