@@ -22,7 +22,11 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -30,6 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
+from gateway.otlp.metrics import ExpositionAndPushReader, interval_from_env, shares_aggregation
 from gateway.settings import TelemetrySettings
 from gateway.tracing import ReadableSpanExporter, RequestTracer
 from gateway.types import UpstreamRequest
@@ -107,6 +112,23 @@ def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter | None:
     return None if environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
 
 
+def _metric_readers(
+    prometheus: bool, otlp: MetricExporter | None, registry: CollectorRegistry, interval_s: float | None
+) -> list[MetricReader]:
+    """The exposition and OTLP push from one aggregation when they can share it (otlp/metrics.py)."""
+    interval_s = interval_s or interval_from_env()
+    if prometheus and otlp is not None and shares_aggregation(os.environ):
+        return [ExpositionAndPushReader(registry=registry, exporter=otlp, interval_s=interval_s)]
+    readers: list[MetricReader] = []
+    if prometheus:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False, registry=registry))
+    if otlp is not None:
+        readers.append(PeriodicExportingMetricReader(otlp, export_interval_millis=interval_s * 1000))
+    return readers
+
+
 def _otlp_exporters(settings: TelemetrySettings) -> tuple[SpanExporter | None, Any]:
     if not settings.otlp_endpoint:
         return None, None
@@ -150,7 +172,7 @@ class Telemetry:
         *,
         member_id: str,
         span_exporter: SpanExporter | None = None,
-        export_interval_s: float = 10.0,
+        export_interval_s: float | None = None,  # else OTEL_METRIC_EXPORT_INTERVAL, else 10 s
     ) -> None:
         self.settings = settings
         resource = Resource.create(
@@ -166,19 +188,11 @@ class Telemetry:
         self.propagator = TraceContextTextMapPropagator()
 
         self.registry = CollectorRegistry(auto_describe=True)
-        readers: list[MetricReader] = []
-        if settings.prometheus:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
-            readers.append(
-                PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False, registry=self.registry)
-            )
-        if otlp_metrics is not None:
-            readers.append(
-                PeriodicExportingMetricReader(otlp_metrics, export_interval_millis=int(export_interval_s * 1000))
-            )
         self.meter_provider = MeterProvider(
-            resource=resource, metric_readers=readers, views=_views(), exemplar_filter=_exemplar_filter(os.environ)
+            resource=resource,
+            metric_readers=_metric_readers(settings.prometheus, otlp_metrics, self.registry, export_interval_s),
+            views=_views(),
+            exemplar_filter=_exemplar_filter(os.environ),
         )
         meter = self.meter_provider.get_meter("pmc-gateway")
         self.gauges = GaugeSources()

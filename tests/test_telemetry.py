@@ -138,6 +138,37 @@ def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
+async def test_prometheus_and_otlp_report_the_same_counts(upstream: ScriptedUpstream, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both outputs come from one aggregation (gateway/otlp/metrics.py): OTLP pushes every
+    interval, the exposition is collected at each scrape, and a push never leaks into it."""
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    receiver = HttpReceiver()
+    await receiver.start()
+    try:
+        document = gateway_document(upstream.url, telemetry={"otlp_endpoint": receiver.endpoint, "otlp_protocol": "http/protobuf"})
+        async with gateway(document) as gw:
+            for _ in range(5):
+                assert (await call(session, "GET", f"{gw.url}/v1/users/me"))[0] == 200
+            for _ in range(50):  # a push after the fifth request
+                if receiver.received.histogram_counts.get("http.server.request.duration") == 5:
+                    break
+                await asyncio.sleep(0.1)
+            pushed = receiver.received.histogram_counts.get("http.server.request.duration")
+            await asyncio.sleep(0.5)  # more pushes, no new traffic
+            pushes = receiver.received.metric_pushes
+            _, _, body = await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN)
+    finally:
+        await receiver.stop()
+    assert pushed == 5 and pushes >= 3
+    counts = [
+        s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+        if s.name == "http_server_request_duration_seconds_count" and s.labels.get("pmc_client") == "booking-web"
+    ]
+    assert counts == [5.0]  # one series, counted once
+
+
 def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and all((k, v2) in ls for k, v2 in labels.items()))
 

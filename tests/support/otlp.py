@@ -36,6 +36,8 @@ class Received:
     spans: list[ReceivedSpan] = field(default_factory=list)
     metric_names: set[str] = field(default_factory=set)
     exemplar_trace_ids: set[str] = field(default_factory=set)  # from histogram data points
+    metric_pushes: int = 0
+    histogram_counts: dict[str, int] = field(default_factory=dict)  # per metric, as of the latest push
 
     def add_traces(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
@@ -55,12 +57,15 @@ class Received:
                     )
 
     def add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        self.metric_pushes += 1
         for resource_metrics in request.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     self.metric_names.add(metric.name)
                     for point in metric.histogram.data_points:
                         self.exemplar_trace_ids.update(e.trace_id.hex() for e in point.exemplars)
+                    if metric.histogram.data_points:
+                        self.histogram_counts[metric.name] = sum(p.count for p in metric.histogram.data_points)
 
 
 class _Traces(trace_service_pb2_grpc.TraceServiceServicer):
