@@ -184,6 +184,19 @@ async def test_failed_trial_reopens(upstream: ScriptedUpstream, session: aiohttp
     assert len(upstream.received) == 3
 
 
+async def test_a_success_between_failures_resets_the_count(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+    upstream.then(Step(status=500), Step(status=500), Step(status=200), Step(status=500), Step(status=500))
+    document = gateway_document(upstream.url, breaker={"fail_max": 3}, retry={"max_attempts": 1})
+    async with gateway(document) as gw:
+        statuses = [(await call(session, "GET", f"{gw.url}/v1/users/me"))[0] for _ in range(5)]
+        assert statuses == [500, 500, 200, 500, 500]  # never three failures in a row: still closed
+        assert gw.components.breakers.get("live", "/v1/users/me").state == "closed"
+        upstream.then(Step(status=500))
+        await call(session, "GET", f"{gw.url}/v1/users/me")  # the third in a row
+        status, _, body = await call(session, "GET", f"{gw.url}/v1/users/me")
+        assert (status, code_of(body)) == (503, "CIRCUIT_OPEN")
+
+
 async def test_4xx_and_429_do_not_open_the_breaker(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
     upstream.default = Step(status=422)
     document = gateway_document(upstream.url, breaker={"fail_max": 2}, retry={"max_attempts": 1})

@@ -126,6 +126,8 @@ class GuardedBreaker:
         self._probe_in_flight = False
 
     def record_success(self) -> None:
+        if self.storage.state == pybreaker.STATE_CLOSED and self.storage.counter == 0:
+            return  # all pybreaker would do is zero a zero fail count, under its lock (most calls)
         with contextlib.suppress(pybreaker.CircuitBreakerError):
             self.cb.call(_succeed)
 
