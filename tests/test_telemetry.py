@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -252,6 +253,10 @@ async def test_triage_record_through_endpoint_and_cli(upstream: ScriptedUpstream
     line = access[0]
     assert {"requestId", "traceId", "client", "environment", "method", "route", "status", "latencyMs", "attempts", "upstreamRequestId"} <= set(line)
     assert (line["attempts"], line["traceId"], line["upstreamRequestId"]) == (3, record["traceId"], "req_up77")
+    # written without structlog's chain (log.access_line), shaped as every other line
+    listening = next(line for line in process.log_lines() if line.get("event") == "listening")
+    assert line["level"] == "info" and set(listening) >= {"event", "level", "ts"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"]) and len(line["ts"]) == len(listening["ts"])
 
 
 async def test_202_answers_record_the_job_id(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import structlog
 from aiohttp import web
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from gateway import telemetry as names
 from gateway.clock import Clock
+from gateway.log import access_line
 from gateway.record import RequestRecord
 from gateway.telemetry import Telemetry
-
-access_log = structlog.get_logger("gateway.access")
 
 CLIENT_CLOSED = 499  # the caller went away before the answer (nginx's convention)
 
@@ -65,19 +63,20 @@ class RequestObserver:
             environment=record.environment,
             seconds=elapsed,
         )
-        access_log.info(
-            "request",
-            requestId=record.request_id,
-            traceId=record.trace_id,
-            client=record.client,
-            environment=record.environment,
-            method=record.method,
-            route=record.route,
-            status=record.status,
-            latencyMs=round(record.latency_ms, 3),
-            attempts=len(record.attempts),
-            upstreamRequestId=record.upstream_request_id,
-            errorCode=record.error_code,
+        access_line(
+            {
+                "requestId": record.request_id,
+                "traceId": record.trace_id,
+                "client": record.client,
+                "environment": record.environment,
+                "method": record.method,
+                "route": record.route,
+                "status": record.status,
+                "latencyMs": round(record.latency_ms, 3),
+                "attempts": len(record.attempts),
+                "upstreamRequestId": record.upstream_request_id,
+                "errorCode": record.error_code,
+            }
         )
         for consumer in self._on_complete:
             consumer(record)
