@@ -31,6 +31,7 @@ API_KEY = "pmc_live_bench_key_0001"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 PATH = "/v1/users/me"
 SAMPLED_TARGET = "pmc-gateway, 10 % traces"
+LOCAL_STORE_TARGET = "pmc-gateway, memory store"
 SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
@@ -221,6 +222,9 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
         # The same gateway with the standard OTel sampler at 10 %: what tracing costs when sampled,
         # as a busy production gateway would run. Shown beside the targets, never instead of them.
         sampled_url, sampled_pid = self.start_gateway(sim, store, sink, SAMPLED_ENV)
+        # The same gateway on the in-process store, for the latency section only: how much of
+        # the added latency is the shared rate budget's one Redis round trip per request.
+        local_url, local_pid = self.start_gateway(sim, None, sink)
         bare_url, bare_pid = self.start_bare_proxy(sim)
         direct = Target("direct", sim, [f"Authorization: Bearer {API_KEY}"], sim_pid)
         bare = Target("bare aiohttp proxy", bare_url, [f"Authorization: Bearer {API_KEY}"], bare_pid)
@@ -235,10 +239,13 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
                 target.runs.append(self.load(target, args.requests, args.connections))
 
         self.set_sim_latency(sim, 20)
-        latency: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
+        local = Target(LOCAL_STORE_TARGET, local_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], local_pid)
+        self.load(local, min(2000, args.latency_requests), args.connections)
+        latency: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": [], LOCAL_STORE_TARGET: []}
         for _ in range(args.repetitions):
             latency["direct"].append(self.load(direct, args.latency_requests, args.connections))
             latency["gateway"].append(self.load(gateway, args.latency_requests, args.connections))
+            latency[LOCAL_STORE_TARGET].append(self.load(local, args.latency_requests, args.connections))
         self.set_sim_latency(sim, 0)
 
         memory = []
@@ -295,6 +302,18 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     return {"figures": targets, "met": met}
 
 
+def _local_store_line(result: dict[str, Any]) -> list[str]:
+    """Informational: the same gateway on the memory store, without the shared budget's round trip."""
+    local = result["latency"].get(LOCAL_STORE_TARGET)
+    if not local:
+        return []
+    added = _median(local, "p50") - _median(result["latency"]["direct"], "p50")
+    return [
+        f"{'(memory store)':<22}{_median(local, 'p50'):>9.2f}{_median(local, 'p99'):>9.2f}"
+        f"   added p50 {added:+.2f}: the difference is the shared budget's Redis round trip"
+    ]
+
+
 def render(result: dict[str, Any]) -> str:
     s = summarize(result)
     m = result["machine"]
@@ -321,6 +340,7 @@ def render(result: dict[str, Any]) -> str:
         f"{'direct':<22}{_median(result['latency']['direct'], 'p50'):>9.2f}{_median(result['latency']['direct'], 'p99'):>9.2f}",
         f"{'pmc-gateway':<22}{_median(result['latency']['gateway'], 'p50'):>9.2f}{_median(result['latency']['gateway'], 'p99'):>9.2f}",
         f"{'added':<22}{f['added_p50_ms']:>+9.2f}{f['added_p99_ms']:>+9.2f}",
+        *_local_store_line(result),
         "",
         "memory: gateway RSS while serving requests with distinct request ids",
         "  " + " · ".join(f"{p['requests']:,}: {p['rss_mb']:.0f} MB" for p in result["memory"]),
