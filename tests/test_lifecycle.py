@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,3 +84,13 @@ async def test_no_key_or_token_in_anything_the_gateway_prints(sim: tuple[str, Si
     assert output.count('"event":"request"') >= 6
     for secret in SECRET_VALUES:
         assert secret not in output, f"a secret leaked into the gateway's output: {secret[:8]}…"
+
+
+def test_a_serving_process_freezes_its_start_up_objects_and_collects_less_often() -> None:
+    code = (
+        "import gc; from gateway.serve import GC_YOUNG_THRESHOLD, tune_gc; before = gc.get_freeze_count(); tune_gc(); "
+        "print(before, gc.get_freeze_count(), gc.get_threshold()[0] == GC_YOUNG_THRESHOLD)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    before, frozen, threshold_set = out.stdout.split()
+    assert int(before) == 0 and int(frozen) > 10_000 and threshold_set == "True"  # the SDKs and aiohttp alone are more
