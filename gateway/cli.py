@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=20_000, help="requests per target per repetition (throughput)")
     bench.add_argument("--connections", type=int, default=16)
     bench.add_argument("--repetitions", type=int, default=3, help="interleaved repetitions; medians and min–max are reported")
-    bench.add_argument("--latency-requests", type=int, default=3_000, help="requests per run with the simulator at 20 ms")
+    bench.add_argument("--latency-requests", type=int, default=6_000, help="requests per run with the simulator at a fixed 20 ms")
     bench.add_argument("--memory-requests", type=int, default=200_000, help="requests with distinct ids for the memory check")
     bench.add_argument("--redis", default=None, metavar="URL", help="use this Redis (default: start a private redis-server if installed)")
     bench.add_argument("--quick", action="store_true", help="a short run (a smoke test, not a measurement)")

@@ -268,9 +268,9 @@ class Telemetry:
         return span, f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
     @staticmethod
-    def end_attempt(span: trace.Span, status: int | None, error: str | None) -> None:
+    def end_attempt(span: trace.Span, status: int | None, error: str | None, end_ns: int | None = None) -> None:
         if not span.is_recording():
-            span.end()
+            span.end(end_ns)
             return
         if status is not None:
             span.set_attribute(HTTP_STATUS, status)
@@ -278,7 +278,7 @@ class Telemetry:
             error_type = error or str(status)
             span.set_attribute(ERROR_TYPE, error_type)
             span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
+        span.end(end_ns)
 
     # -- observer methods the stages call -----------------------------------------------
     def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
