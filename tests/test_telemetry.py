@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,6 +36,17 @@ from tests.support.servers import (
 
 SERVER, CLIENT = 2, 3  # SpanKind in OTLP
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@contextlib.asynccontextmanager
+async def exporting_over_http(upstream_url: str) -> AsyncIterator[tuple[HttpReceiver, dict[str, Any]]]:
+    """A live OTLP/HTTP receiver, and a gateway document that exports traces and metrics to it."""
+    receiver = HttpReceiver()
+    await receiver.start()
+    try:
+        yield receiver, gateway_document(upstream_url, telemetry={"otlp_endpoint": receiver.endpoint, "otlp_protocol": "http/protobuf"})
+    finally:
+        await receiver.stop()
 
 
 async def retried_request_trace(upstream: ScriptedUpstream, endpoint: str, protocol: str, received: Received, session: aiohttp.ClientSession) -> None:
@@ -100,10 +114,7 @@ async def test_sampled_out_requests_still_carry_the_trace_upstream(
     gets the caller's trace id (flags 00) and the log line still names it."""
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
-    receiver = HttpReceiver()
-    await receiver.start()
-    try:
-        document = gateway_document(upstream.url, telemetry={"otlp_endpoint": receiver.endpoint, "otlp_protocol": "http/protobuf"})
+    async with exporting_over_http(upstream.url) as (receiver, document):
         async with gateway(document) as gw:
             for flags in ("00", "00"):
                 status, _, _ = await call(
@@ -119,8 +130,6 @@ async def test_sampled_out_requests_still_carry_the_trace_upstream(
         assert sent[2][1] != CALLER_TRACE and int(sent[2][1], 16) != 0
         assert int(sent[2][3], 16) & 0x01 == 0  # not sampled (0x02 is W3C's random-trace-id flag)
         assert len({span_id for _, _, span_id, _ in sent}) == 3  # each attempt its own span id
-    finally:
-        await receiver.stop()
 
 
 async def test_unreachable_collector_costs_nothing_but_a_warning(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
@@ -143,23 +152,17 @@ async def test_prometheus_and_otlp_report_the_same_counts(upstream: ScriptedUpst
     """Both outputs come from one aggregation (gateway/otlp/metrics.py): OTLP pushes every
     interval, the exposition is collected at each scrape, and a push never leaks into it."""
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-    receiver = HttpReceiver()
-    await receiver.start()
-    try:
-        document = gateway_document(upstream.url, telemetry={"otlp_endpoint": receiver.endpoint, "otlp_protocol": "http/protobuf"})
-        async with gateway(document) as gw:
-            for _ in range(5):
-                assert (await call(session, "GET", f"{gw.url}/v1/users/me"))[0] == 200
-            for _ in range(50):  # a push after the fifth request
-                if receiver.received.histogram_counts.get("http.server.request.duration") == 5:
-                    break
-                await asyncio.sleep(0.1)
-            pushed = receiver.received.histogram_counts.get("http.server.request.duration")
-            await asyncio.sleep(0.5)  # more pushes, no new traffic
-            pushes = receiver.received.metric_pushes
-            _, _, body = await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN)
-    finally:
-        await receiver.stop()
+    async with exporting_over_http(upstream.url) as (receiver, document), gateway(document) as gw:
+        for _ in range(5):
+            assert (await call(session, "GET", f"{gw.url}/v1/users/me"))[0] == 200
+        for _ in range(50):  # a push after the fifth request
+            if receiver.received.histogram_counts.get("http.server.request.duration") == 5:
+                break
+            await asyncio.sleep(0.1)
+        pushed = receiver.received.histogram_counts.get("http.server.request.duration")
+        await asyncio.sleep(0.5)  # more pushes, no new traffic
+        pushes = receiver.received.metric_pushes
+        _, _, body = await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN)
     assert pushed == 5 and pushes >= 3
     counts = [
         s.value
