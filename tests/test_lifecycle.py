@@ -43,6 +43,9 @@ async def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(upstream: 
         process.kill()
     events = [line.get("event") for line in process.log_lines()]
     assert "draining" in events and events[-1] == "stopped"
+    # the drained request is accounted for (after its answer, before the process stopped)
+    drained = [line for line in process.log_lines() if line.get("event") == "request" and line.get("route") == "/v1/users/me"]
+    assert [line["status"] for line in drained] == [200]
 
 
 async def test_sigterm_gives_up_after_the_grace_period(upstream: ScriptedUpstream, tmp_path: Path, session: aiohttp.ClientSession) -> None:
