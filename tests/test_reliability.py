@@ -65,9 +65,10 @@ async def test_retry_after_spaces_the_attempts(upstream: ScriptedUpstream, sessi
 
 
 async def test_retry_after_as_http_date(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
-    when = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    upstream.then(Step(status=503, headers={"Retry-After": when}), Step(status=200))
     async with gateway(gateway_document(upstream.url)) as gw:
+        # The date is taken once the gateway is up: its start-up time must not eat into the wait.
+        when = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+        upstream.then(Step(status=503, headers={"Retry-After": when}), Step(status=200))
         await call(session, "GET", f"{gw.url}/v1/users/me")
     gap = upstream.received[1]["t"] - upstream.received[0]["t"]
     assert 0.9 <= gap < 2.6, gap  # whole seconds in the header: between 1 and 2 s away
