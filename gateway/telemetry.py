@@ -7,7 +7,8 @@ and batch export, without its per-span machinery). Providers are per application
 global; spans are exported by a batch processor and metrics by a periodic reader, both
 off the request's critical path. Exemplars are off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks
 for them (see ``_exemplar_filter``). Duration histograms use explicit second-based boundaries that include
-the 0.18 s latency target and resolve 100–500 ms.
+the 0.18 s latency target and resolve 100–500 ms; they are aggregated by the gateway itself
+(otlp/histograms.py) unless exemplars or delta/exponential output ask for the SDK's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
+    Metric,
     MetricExporter,
     MetricReader,
     PeriodicExportingMetricReader,
@@ -34,6 +36,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
+from gateway.otlp.histograms import DurationHistogram, LocalHistograms, SdkDurationHistogram
 from gateway.otlp.metrics import ExpositionAndPushReader, interval_from_env, shares_aggregation
 from gateway.settings import TelemetrySettings
 from gateway.tracing import ReadableSpanExporter, RequestTracer
@@ -87,6 +90,12 @@ PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
 REASON = "reason"  # SPEC §7: pmc_gateway_webhook_rejected_total{reason}
 PMC_BREAKER = "pmc.breaker"
 
+# Attribute order of the duration histograms (a missing value leaves its attribute out).
+SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT)
+CLIENT_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, PMC_ENVIRONMENT, HTTP_STATUS, ERROR_TYPE)
+BUDGET_WAIT_ATTRIBUTES = (PMC_ENVIRONMENT, PMC_CLIENT)
+
+METER_SCOPE = "pmc-gateway"
 SECONDS_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.18, 0.2, 0.25,
     0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
@@ -112,13 +121,27 @@ def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter | None:
     return None if environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
 
 
+def _records_locally(environ: Mapping[str, str]) -> bool:
+    """True when the duration histograms may bypass the SDK (otlp/histograms.py): the
+    output wanted is cumulative explicit buckets without exemplars, exactly what they produce."""
+    return shares_aggregation(environ) and not environ.get(OTEL_METRICS_EXEMPLAR_FILTER)
+
+
 def _metric_readers(
-    prometheus: bool, otlp: MetricExporter | None, registry: CollectorRegistry, interval_s: float | None
+    prometheus: bool,
+    otlp: MetricExporter | None,
+    registry: CollectorRegistry,
+    interval_s: float | None,
+    local_metrics: Callable[[], list[Metric]],
 ) -> list[MetricReader]:
     """The exposition and OTLP push from one aggregation when they can share it (otlp/metrics.py)."""
     interval_s = interval_s or interval_from_env()
-    if prometheus and otlp is not None and shares_aggregation(os.environ):
-        return [ExpositionAndPushReader(registry=registry, exporter=otlp, interval_s=interval_s)]
+    if (prometheus or otlp is not None) and shares_aggregation(os.environ):
+        return [
+            ExpositionAndPushReader(
+                registry=registry, exporter=otlp, interval_s=interval_s, scope_name=METER_SCOPE, local_metrics=local_metrics
+            )
+        ]
     readers: list[MetricReader] = []
     if prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -188,20 +211,28 @@ class Telemetry:
         self.propagator = TraceContextTextMapPropagator()
 
         self.registry = CollectorRegistry(auto_describe=True)
+        local = LocalHistograms() if _records_locally(os.environ) else None
         self.meter_provider = MeterProvider(
             resource=resource,
-            metric_readers=_metric_readers(settings.prometheus, otlp_metrics, self.registry, export_interval_s),
+            metric_readers=_metric_readers(
+                settings.prometheus, otlp_metrics, self.registry, export_interval_s, local.collect if local else list
+            ),
             views=_views(),
             exemplar_filter=_exemplar_filter(os.environ),
         )
-        meter = self.meter_provider.get_meter("pmc-gateway")
+        meter = self.meter_provider.get_meter(METER_SCOPE)
         self.gauges = GaugeSources()
 
-        self.server_duration = meter.create_histogram(SERVER_DURATION, unit="s", description="Duration of requests the gateway served")
-        self.client_duration = meter.create_histogram(CLIENT_DURATION, unit="s", description="Duration of each upstream attempt")
+        def duration_histogram(name: str, description: str, attribute_names: tuple[str, ...]) -> DurationHistogram:
+            if local is not None:
+                return local.create(name, unit="s", description=description, boundaries=SECONDS_BUCKETS, attribute_names=attribute_names)
+            return SdkDurationHistogram(meter.create_histogram(name, unit="s", description=description), attribute_names)
+
+        self.server_duration = duration_histogram(SERVER_DURATION, "Duration of requests the gateway served", SERVER_DURATION_ATTRIBUTES)
+        self.client_duration = duration_histogram(CLIENT_DURATION, "Duration of each upstream attempt", CLIENT_DURATION_ATTRIBUTES)
         self.retries = meter.create_counter(RETRIES, description="Upstream attempts that were retries, by reason")
         self.retry_budget_exhausted = meter.create_counter(RETRY_BUDGET_EXHAUSTED, description="Retries skipped because the retry budget was spent")
-        self.budget_wait = meter.create_histogram(BUDGET_WAIT, unit="s", description="Time attempts waited for a rate-budget slot")
+        self.budget_wait = duration_histogram(BUDGET_WAIT, "Time attempts waited for a rate-budget slot", BUDGET_WAIT_ATTRIBUTES)
         self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED")
         self.upstream_throttled = meter.create_counter(UPSTREAM_THROTTLED, description="Upstream 429 answers (each pauses the key)")
         self.idempotent_replays = meter.create_counter(IDEMPOTENT_REPLAYS, description="Answers replayed from the idempotency store")
@@ -282,16 +313,7 @@ class Telemetry:
 
     # -- observer methods the stages call -----------------------------------------------
     def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
-        attributes: dict[str, Any] = {
-            HTTP_METHOD: request.method,
-            HTTP_ROUTE: request.route,
-            PMC_ENVIRONMENT: request.environment,
-        }
-        if status is not None:
-            attributes[HTTP_STATUS] = status
-        if error is not None:
-            attributes[ERROR_TYPE] = error
-        self.client_duration.record(seconds, attributes)
+        self.client_duration.record(seconds, (request.method, request.route, request.environment, status, error))
 
     def retried(self, request: UpstreamRequest, reason: str) -> None:
         self.retries.add(1, {PMC_ENVIRONMENT: request.environment, HTTP_ROUTE: request.route, REASON: reason})
@@ -302,7 +324,7 @@ class Telemetry:
         trace.get_current_span().add_event("pmc.retry_budget_exhausted")
 
     def budget_waited(self, request: UpstreamRequest, seconds: float) -> None:
-        self.budget_wait.record(seconds, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
+        self.budget_wait.record(seconds, (request.environment, request.client))
         if seconds > 0:
             trace.get_current_span().add_event("pmc.budget.wait", {"pmc.wait_ms": seconds * 1000})
 
@@ -327,12 +349,7 @@ class Telemetry:
     def server_finished(
         self, *, method: str, route: str, status: int, client: str | None, environment: str | None, seconds: float
     ) -> None:
-        attributes: dict[str, Any] = {HTTP_METHOD: method, HTTP_ROUTE: route, HTTP_STATUS: status}
-        if client:
-            attributes[PMC_CLIENT] = client
-        if environment:
-            attributes[PMC_ENVIRONMENT] = environment
-        self.server_duration.record(seconds, attributes)
+        self.server_duration.record(seconds, (method, route, status, client or None, environment or None))
 
     def shutdown(self) -> None:
         self.tracer.shutdown()

@@ -10,7 +10,9 @@ every interval and hands that collection to the OTLP exporter instead.
 
 ``shares_aggregation`` says when this applies: the OTLP exporter must want what Prometheus
 wants (cumulative temporality, the SDK's default aggregations); otherwise telemetry.py
-keeps two readers.
+keeps two readers. Either output may be absent (no exporter: no push thread; nobody
+serving the registry: no scrape). This reader is also where the request path's own
+histograms (otlp/histograms.py) join each collection, for both outputs alike.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
+from opentelemetry.sdk.metrics.export import Metric, MetricExporter, MetricsData, ScopeMetrics
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 
 _logger = logging.getLogger(__name__)
@@ -40,22 +44,53 @@ def shares_aggregation(environ: Mapping[str, str]) -> bool:
     return temporality == "cumulative" and aggregation == "explicit_bucket_histogram"
 
 
-class ExpositionAndPushReader(PrometheusMetricReader):
-    """A Prometheus reader that also pushes its collection to ``exporter`` every ``interval_s``."""
+def with_local_metrics(metrics_data: MetricsData, scope_name: str, local: list[Metric]) -> MetricsData:
+    """``metrics_data`` with ``local`` added to the named scope of its (single) resource."""
+    if not local or not metrics_data.resource_metrics:
+        return metrics_data
+    resource, *others = metrics_data.resource_metrics
+    scopes = list(resource.scope_metrics)
+    for i, scope in enumerate(scopes):
+        if scope.scope.name == scope_name:
+            scopes[i] = replace(scope, metrics=[*scope.metrics, *local])
+            break
+    else:
+        scopes.append(ScopeMetrics(scope=InstrumentationScope(scope_name), metrics=local, schema_url=""))
+    return replace(metrics_data, resource_metrics=[replace(resource, scope_metrics=scopes), *others])
 
-    def __init__(self, *, registry: CollectorRegistry, exporter: MetricExporter, interval_s: float, timeout_s: float = 30.0) -> None:
+
+class ExpositionAndPushReader(PrometheusMetricReader):
+    """A Prometheus reader that also pushes its collection to ``exporter`` every ``interval_s``,
+    and adds ``local_metrics()`` (in scope ``scope_name``) to every collection."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry,
+        exporter: MetricExporter | None,
+        interval_s: float,
+        timeout_s: float = 30.0,
+        scope_name: str = "",
+        local_metrics: Callable[[], list[Metric]] = list,
+    ) -> None:
         super().__init__(disable_target_info=True, scope_info_enabled=False, registry=registry)
         self._exporter = exporter
         self._interval_s = interval_s
         self._timeout_ms = timeout_s * 1000
+        self._scope_name = scope_name
+        self._local_metrics = local_metrics
         self._pushing = threading.local()  # which output the collection running on this thread is for
         self._export_lock = threading.Lock()  # the exporter is never called concurrently (OTel spec)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._push_forever, name="otlp-metrics-push", daemon=True)
-        self._thread.start()
+        if exporter is not None:
+            self._thread.start()
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        if not getattr(self._pushing, "active", False):
+        # The SDK calls this only with a non-empty collection; the observable gauges
+        # (telemetry.py) always report, so the local histograms are never left out.
+        metrics_data = with_local_metrics(metrics_data, self._scope_name, self._local_metrics())
+        if not getattr(self._pushing, "active", False) or self._exporter is None:
             super()._receive_metrics(metrics_data, timeout_millis, **kwargs)  # a scrape: to the exposition
             return
         try:
@@ -66,6 +101,8 @@ class ExpositionAndPushReader(PrometheusMetricReader):
 
     def push(self) -> None:
         """Collect now and send the collection to the OTLP exporter (not to the exposition)."""
+        if self._exporter is None:
+            return
         self._pushing.active = True
         try:
             self.collect(timeout_millis=self._timeout_ms)
@@ -82,11 +119,13 @@ class ExpositionAndPushReader(PrometheusMetricReader):
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         # MetricReader.force_flush collects into the exposition, where a stale copy would
         # double every series at the next scrape; a flush means "push what you have".
+        if self._exporter is None:
+            return True
         self.push()
         return bool(self._exporter.force_flush(timeout_millis=timeout_millis))
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if not self._stopped.is_set():
+        if self._exporter is not None and not self._stopped.is_set():
             self._stopped.set()
             self._thread.join(timeout=timeout_millis / 1000)
             try:

@@ -1,0 +1,124 @@
+"""The request path's own histograms (gateway/otlp/histograms.py) must collect to exactly
+what the SDK's histogram aggregation collects for the same measurements."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.otlp.histograms import LocalHistograms, attributes_of
+from gateway.record import RequestRecord
+from gateway.settings import TelemetrySettings
+from gateway.telemetry import SECONDS_BUCKETS, Telemetry
+from gateway.types import UpstreamRequest
+
+NAMES = ("http.request.method", "http.route", "http.response.status_code", "pmc.client")
+values_strategy = st.one_of(
+    st.sampled_from(SECONDS_BUCKETS),  # on a boundary: which bucket it falls in is the classic off-by-one
+    st.floats(min_value=0, max_value=30, allow_nan=False),
+)
+attributes_strategy = st.tuples(
+    st.sampled_from(["GET", "POST"]),
+    st.sampled_from(["/v1/users/me", "/v1/bookings"]),
+    st.sampled_from([200, 503, None]),
+    st.sampled_from(["booking-web", None]),
+)
+
+
+def _sdk_points(measurements: list[tuple[float, tuple[str | int | None, ...]]]) -> Metric:
+    reader = InMemoryMetricReader()
+    view = View(instrument_name="d", aggregation=ExplicitBucketHistogramAggregation(SECONDS_BUCKETS))
+    histogram = MeterProvider(metric_readers=[reader], views=[view]).get_meter("m").create_histogram("d", unit="s", description="x")
+    for value, values in measurements:
+        histogram.record(value, attributes_of(NAMES, values))
+    data = reader.get_metrics_data()
+    assert data is not None
+    return data.resource_metrics[0].scope_metrics[0].metrics[0]
+
+
+def _comparable(point: HistogramDataPoint) -> tuple[object, ...]:
+    return (
+        tuple(sorted(point.attributes.items())) if point.attributes else (),
+        point.count,
+        tuple(point.bucket_counts),
+        tuple(point.explicit_bounds),
+        point.min,
+        point.max,
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(values_strategy, attributes_strategy), min_size=1, max_size=60))
+def test_local_histogram_collects_what_the_sdk_collects(measurements: list[tuple[float, tuple[str | int | None, ...]]]) -> None:
+    local = LocalHistograms()
+    histogram = local.create("d", unit="s", description="x", boundaries=SECONDS_BUCKETS, attribute_names=NAMES)
+    for value, values in measurements:
+        histogram.record(value, values)
+    [ours] = local.collect()
+    theirs = _sdk_points(measurements)
+    assert (ours.name, ours.unit, ours.description) == (theirs.name, theirs.unit, theirs.description)
+    assert ours.data.aggregation_temporality == theirs.data.aggregation_temporality
+    assert sorted(map(_comparable, ours.data.data_points)) == sorted(map(_comparable, theirs.data.data_points))
+    sums = {tuple(sorted(p.attributes.items())): p.sum for p in theirs.data.data_points}
+    for point in ours.data.data_points:
+        assert math.isclose(point.sum, sums[tuple(sorted(point.attributes.items()))], rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_a_series_starts_when_first_recorded_and_is_cumulative() -> None:
+    clock = itertools.count(1_000, 1_000)
+    local = LocalHistograms(clock_ns=lambda: next(clock))
+    histogram = local.create("d", unit="s", description="x", boundaries=(0.1, 1.0), attribute_names=("a",))
+    assert local.collect() == []  # no series before the first record, as the SDK
+    histogram.record(0.05, ("x",))
+    first = local.collect()[0].data.data_points[0]
+    histogram.record(2.0, ("x",))
+    second = local.collect()[0].data.data_points[0]
+    assert first.start_time_unix_nano == second.start_time_unix_nano < first.time_unix_nano < second.time_unix_nano
+    assert (first.count, second.count, tuple(second.bucket_counts)) == (1, 2, (1, 0, 1))
+
+
+def _record_traffic(telemetry: Telemetry) -> None:
+    record = RequestRecord("r-1", 0.0)
+    request = UpstreamRequest("GET", "/v1/users/me", "/v1/users/me", (), b"", "booking-web", "live", "r-1", 0.0, record)
+    for seconds in (0.004, 0.18, 0.25, 3.0):
+        telemetry.server_finished(method="GET", route="/v1/users/me", status=200, client="booking-web", environment="live", seconds=seconds)
+        telemetry.attempt_finished(request, 200, None, seconds / 2)
+        telemetry.budget_waited(request, 0.0)
+    telemetry.server_finished(method="GET", route="/_gateway/health", status=200, client=None, environment=None, seconds=0.001)
+    telemetry.attempt_finished(request, None, "timeout", 2.0)
+
+
+@pytest.mark.parametrize("sdk_path_env", ["OTEL_METRICS_EXEMPLAR_FILTER", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"])
+def test_prometheus_exposition_is_the_same_either_way(sdk_path_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local histograms, or SDK instruments when exemplars or delta output are asked for:
+    a scrape cannot tell which recorded the traffic."""
+    local = Telemetry(TelemetrySettings(), member_id="t")
+    monkeypatch.setenv(sdk_path_env, "always_off" if "EXEMPLAR" in sdk_path_env else "delta")
+    through_sdk = Telemetry(TelemetrySettings(), member_id="t")
+    try:
+        assert type(local.server_duration) is not type(through_sdk.server_duration)
+        for telemetry in (local, through_sdk):
+            _record_traffic(telemetry)
+        ours, theirs = generate_latest(local.registry).decode(), generate_latest(through_sdk.registry).decode()
+    finally:
+        local.shutdown()
+        through_sdk.shutdown()
+    assert 'http_server_request_duration_seconds_bucket{http_request_method="GET",http_response_status_code="200"' in ours
+    assert 'error_type="timeout"' in ours
+    assert _families(ours) == _families(theirs)  # every family, its help, type and samples; order aside
+
+
+def _families(text: str) -> list[tuple[object, ...]]:
+    return sorted(
+        (f.name, f.type, f.documentation, sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples))
+        for f in text_string_to_metric_families(text)
+    )
