@@ -103,3 +103,52 @@ async def test_store_errors_carry_the_cause(redis_url: str) -> None:
             await store.pause_left("env:live")
     finally:
         await store.close()
+
+
+class _TimingPeer:
+    """A RESP peer in its own thread (so it runs while the test's event loop is blocked):
+    answers +OK to every command and notes when each command arrived."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        import hiredis
+
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self.arrivals: list[tuple[float, list[bytes]]] = []
+        self._reader = hiredis.Reader()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection:
+            while data := connection.recv(65536):
+                self._reader.feed(data)
+                while (command := self._reader.gets()) is not False:
+                    self.arrivals.append((time.monotonic(), command))
+                    connection.sendall(b"+OK\r\n")
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+async def test_a_command_on_an_idle_connection_leaves_before_the_loop_turn_ends() -> None:
+    """The first admission of a burst must not wait for the rest of the burst's work in
+    the same loop turn (the added-latency benchmark's lockstep callers): it is written at once."""
+    peer = _TimingPeer()
+    connection = RespConnection(peer.url, op_timeout_s=2)
+    try:
+        assert await connection.call("PING") == b"OK"  # connected, nothing in flight
+        call = asyncio.ensure_future(connection.call("SET", "a", "1"))
+        await asyncio.sleep(0)  # the call runs up to awaiting its reply
+        blocked_from = time.monotonic()
+        time.sleep(0.3)  # the rest of a long loop turn: the loop cannot write now
+        assert await call == b"OK"
+        arrived = peer.arrivals[-1]
+        assert arrived[1] == [b"SET", b"a", b"1"]
+        assert arrived[0] < blocked_from + 0.2
+    finally:
+        await connection.close()
+        peer.close()

@@ -6,8 +6,13 @@ redis-py spends ~80 µs of client CPU on the admission ``EVALSHA`` — as much a
 a proxied request should cost. This connection spends ~10 µs: commands are packed and
 replies parsed by hiredis (C, the parser redis-py itself uses), every caller shares one
 socket (RESP answers in order, so a FIFO of futures is the whole multiplexer), and the
-commands issued in one event-loop turn leave in one write. redis-py keeps everything off
-the request path (heartbeats, breaker sync, webhooks, admin reads).
+commands issued in one event-loop turn while others are in flight leave in one write.
+A command on an idle connection is written at once: a burst of callers (many answered in
+the same instant) is handled in one long loop turn, and batching held the burst's first
+admission until the last caller's work was done (bench A/B at a fixed 20 ms upstream:
+added latency −0.5…−1.0 ms p50, −1.4 ms p99; the price, ~6 % more CPU at saturation,
+where the connection is idle between most admissions). redis-py keeps everything off the
+request path (heartbeats, breaker sync, webhooks, admin reads).
 
 Failure model: a reply later than ``op_timeout_s`` (checked by one watchdog timer, not
 a timer per call), a refused connect or a lost socket fails every call in flight with
@@ -108,10 +113,16 @@ class RespConnection:
         loop = asyncio.get_running_loop()
         now = loop.time()
         futures = [loop.create_future() for _ in packed]
+        idle = not self._pending
         self._pending.extend((future, now) for future in futures)
-        if not self._outgoing:
-            loop.call_soon(self._flush)  # everything queued in this turn leaves in one write
-        self._outgoing.extend(packed)
+        if idle and self._transport is not None:
+            # Nothing in flight: send now, so Redis answers while this loop turn goes on
+            # (a burst's first admission does not wait for the rest of the burst).
+            self._transport.write(b"".join(packed))
+        else:
+            if not self._outgoing:
+                loop.call_soon(self._flush)  # everything else queued in this turn leaves in one write
+            self._outgoing.extend(packed)
         if self._watchdog is None:
             self._watchdog = loop.call_at(now + self._op_timeout_s, self._check_timeouts)
         return futures
