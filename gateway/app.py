@@ -30,6 +30,7 @@ from gateway.admin.metrics import MetricsView
 from gateway.admin.routes import admin_routes
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
+from gateway.after_answer import AfterAnswer
 from gateway.chain import Chain, compose
 from gateway.clock import Clock, SystemClock
 from gateway.errors import ConfigError
@@ -73,6 +74,7 @@ class Components:
     member_id: str
     store: Store
     telemetry: Telemetry
+    after_answer: AfterAnswer
     credentials: CredentialSource
     upstream: UpstreamClient
     breakers: BreakerBoard
@@ -147,6 +149,7 @@ def build_components(
     member_id = member_id or f"{socket.gethostname()}:{os.getpid()}:{ulid()[-6:]}"
     store = make_store(settings, clock, member_id)
     telemetry = Telemetry(settings.telemetry, member_id=member_id, span_exporter=span_exporter)
+    after_answer = AfterAnswer()
     observers = StageObservers(telemetry)
     credentials = CredentialSource(settings.environments, secrets.api_keys)
     upstream = UpstreamClient(
@@ -155,6 +158,7 @@ def build_components(
         attempt_timeout_s=settings.upstream.attempt_timeout_ms / 1000,
         clock=clock,
         telemetry=telemetry,
+        after_answer=after_answer,
         ca_file=settings.upstream.ca_file,
     )
     breakers = BreakerBoard(
@@ -200,7 +204,7 @@ def build_components(
         upstream,
         upstream.name,
     )
-    records = RecordWriter(store)
+    records = RecordWriter(store, before_read=after_answer.drain)
     metrics = MetricsView(telemetry.registry)
     relay = WebhookRelay(
         store=store,
@@ -217,6 +221,7 @@ def build_components(
         member_id=member_id,
         store=store,
         telemetry=telemetry,
+        after_answer=after_answer,
         credentials=credentials,
         upstream=upstream,
         breakers=breakers,
@@ -316,6 +321,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     for name, days in c.api_key_ages():
         c.warn_key_age(name, days)
     yield
+    c.after_answer.drain()  # every answered request is accounted for before its consumers close
     await c.relay.close()
     await c.status.close()
     await c.records.close()
@@ -335,6 +341,7 @@ def build_app(components: Components) -> web.Application:
                 observer=RequestObserver(
                     telemetry=components.telemetry,
                     clock=components.clock,
+                    after_answer=components.after_answer,
                     on_complete=(components.status.observe, _proxied(components.records.submit)),
                 ),
                 directory=components.clients,

@@ -7,7 +7,6 @@ the request may have been sent (which decides whether retrying is safe).
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Mapping
 
@@ -15,6 +14,7 @@ from opentelemetry.trace import Span
 from yarl import URL
 
 from gateway import errors, headers
+from gateway.after_answer import AfterAnswer
 from gateway.clock import Clock
 from gateway.http1 import BadHeader, ExchangeTimeout, Http1Error, Http1Origin
 from gateway.record import AttemptRecord
@@ -44,6 +44,7 @@ class UpstreamClient:
         attempt_timeout_s: float,
         clock: Clock,
         telemetry: Telemetry,
+        after_answer: AfterAnswer,
         ca_file: str = "",
         pool_size: int = 512,
     ) -> None:
@@ -55,6 +56,7 @@ class UpstreamClient:
         self._pool_size = pool_size
         self._origins: dict[str, Http1Origin] = {}
         self._telemetry = telemetry
+        self._after_answer = after_answer
         self._hosts = {base: (URL(base).host or "", URL(base).port or 0) for base in self._base_urls.values()}
 
     async def start(self) -> None:
@@ -93,9 +95,8 @@ class UpstreamClient:
         finally:
             elapsed = self._clock.monotonic() - started
             attempt.latency_ms = elapsed * 1000
-            # The span's end and the metric wait for the next turn of the loop, as the
-            # request's own accounting does (access_log.py), so the answer leaves first.
-            asyncio.get_running_loop().call_soon(
+            # The span's end and the metric wait for a quiet moment (after_answer.py).
+            self._after_answer.defer(
                 self._account, request, span, attempt.status, attempt.error, elapsed, self._telemetry.tracer.now_ns()
             )
         return response

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
@@ -32,8 +33,10 @@ class RecordWriter:
         flush_interval_s: float = 0.25,
         max_batch: int = 500,
         max_pending: int = 20_000,
+        before_read: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._before_read = before_read  # submits what answered requests still owe (after_answer.py)
         self._ttl_s = ttl_s
         self._interval = flush_interval_s
         self._max_batch = max_batch
@@ -86,6 +89,7 @@ class RecordWriter:
         return True
 
     async def get(self, request_id: str) -> dict[str, object] | None:
+        self._before_read()
         record = self.pending(request_id)
         if record is not None:
             return record.to_json()

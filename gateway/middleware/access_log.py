@@ -3,7 +3,6 @@ goes to whoever keeps it (triage writer, SLO figures) — after the answer is de
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,11 +11,13 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from gateway import telemetry as names
+from gateway.after_answer import AfterAnswer
 from gateway.clock import Clock
 from gateway.log import access_line
 from gateway.record import RequestRecord
 from gateway.telemetry import Telemetry
 
+ADMIN_PREFIX = "/_gateway/"
 CLIENT_CLOSED = 499  # the caller went away before the answer (nginx's convention)
 
 
@@ -34,12 +35,22 @@ class RequestObserver:
     """Times each request inside a SERVER span; when its answer is decided, logs, measures and
     hands on its record."""
 
-    def __init__(self, *, telemetry: Telemetry, clock: Clock, on_complete: Sequence[Callable[[RequestRecord], None]] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        telemetry: Telemetry,
+        clock: Clock,
+        after_answer: AfterAnswer,
+        on_complete: Sequence[Callable[[RequestRecord], None]] = (),
+    ) -> None:
         self._telemetry = telemetry
         self._clock = clock
+        self._after_answer = after_answer
         self._on_complete = tuple(on_complete)
 
     def started(self, request: web.Request, record: RequestRecord) -> tuple[float, trace.Span, object]:
+        if request.raw_path.startswith(ADMIN_PREFIX):
+            self._after_answer.drain()  # status, metrics and triage reads see every request answered before
         headers = request.headers
         carrier = {k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))}
         span, token = self._telemetry.start_server_span(request.method, carrier)
@@ -54,10 +65,10 @@ class RequestObserver:
         record.latency_ms = elapsed * 1000
         record.route = _route_of(request, record)
         self._telemetry.detach_server_span(token)
-        # Span, metric, access line, triage record and SLO tally run after this turn of the
-        # event loop, so the answers of a burst of requests are written before any of their
-        # bookkeeping: without it the 16th answer of a burst waited for 15 requests' worth.
-        asyncio.get_running_loop().call_soon(self._account, request, record, span, self._telemetry.tracer.now_ns(), elapsed)
+        # Span, metric, access line, triage record and SLO tally wait for a quiet moment
+        # (after_answer.py): the answers of a burst of requests are written before any of
+        # their bookkeeping.
+        self._after_answer.defer(self._account, request, record, span, self._telemetry.tracer.now_ns(), elapsed)
 
     def _account(self, request: web.Request, record: RequestRecord, span: trace.Span, end_ns: int, elapsed: float) -> None:
         status = record.status or 0
