@@ -92,8 +92,9 @@ def test_an_ended_span_no_longer_changes() -> None:
 def test_invalid_attribute_values_are_dropped_not_exported() -> None:
     tracer, exporter = _tracer()
     span = tracer.start("GET", SpanKind.SERVER, None)
-    span.set_attributes({"ok": "yes", "nested": {"a": 1}, "mixed": [1, object()], "list": [1, 2]})
+    span.set_attributes({"ok": "yes", "nested": {"a": 1}, "mixed": [1, object()], "list": [1, 2], "": "no key"})
     span.end()
+    span.set_attributes({"late": 1})  # an ended span is frozen
     (exported,) = exporter.get_finished_spans()
     assert dict(exported.attributes or {}) == {"ok": "yes", "list": (1, 2)}
 
