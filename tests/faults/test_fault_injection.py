@@ -170,10 +170,16 @@ async def test_stalled_callers_cannot_exhaust_the_gateway(tmp_path: Path, sessio
     try:
         for i in range(300):
             reader, writer = await asyncio.open_connection(host, gw_port)
-            if i % 3 == 0:
+            if i % 4 == 0:
                 writer.write(b"GET /v1/users/me HTTP/1.1\r\nHost: x\r\n")  # slow headers
-            elif i % 3 == 1:
+            elif i % 4 == 1:
                 writer.write(b"POST /v1/bookings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer client-token-booking-web-0001\r\nContent-Length: 1000\r\n\r\n{")  # slow body
+            elif i % 4 == 2:  # one request answered, then the next one's headers trickle
+                writer.write(b"GET /_gateway/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+                writer.write(b"GET /v1/users/me HTTP/1.1\r\nHost: x\r\n")
             stalled.append((reader, writer))  # the rest: connected, silent (half-open)
         latencies = []
         for _ in range(100):
@@ -189,9 +195,9 @@ async def test_stalled_callers_cannot_exhaust_the_gateway(tmp_path: Path, sessio
                 if data == b"" or data.startswith(b"HTTP/1.1 400"):
                     closed += 1
                 else:
-                    kept.append(f"{i % 3}:{data[:40]!r}")
+                    kept.append(f"{i % 4}:{data[:40]!r}")
             except (TimeoutError, ConnectionError) as exc:
-                kept.append(f"{i % 3}:{type(exc).__name__}")
+                kept.append(f"{i % 4}:{type(exc).__name__}")
             writer.close()
     finally:
         process.terminate()
