@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/pmc-gateway demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no test: that fails here like any other non-zero exit.

@@ -1,0 +1,93 @@
+"""Where one gateway's CPU goes under the bench's load: per-thread CPU, and optionally a
+py-spy or perf profile of the serving process.
+
+    .venv/bin/python bench/profile.py                      # CPU µs/request, per thread
+    .venv/bin/python bench/profile.py --perf /tmp/gw.perf  # + perf record -g (which library, kernel)
+    .venv/bin/python bench/profile.py --py-spy /tmp/gw.txt # + py-spy raw stacks (which Python line)
+    .venv/bin/python bench/profile.py --env OTEL_SDK_DISABLED=true   # ablate a feature by its env
+    .venv/bin/python bench/profile.py --memory-store       # without the Redis round trip
+
+It uses the bench's own pieces (gateway/bench/runner.py): the simulator at 0 ms, a private
+redis-server and OTLP sink on the other CPU, the gateway pinned to CPU 0. perf and py-spy
+are not dependencies: install them to use those flags (``apt-get install -y linux-perf``,
+``.venv/bin/pip install py-spy``). Read the results with ``perf report -i FILE --no-children
+--sort pid,dso -g none`` or by folding py-spy's raw stacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.bench.runner import CLIENT_TOKEN, Bench, Target
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[tid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
+
+
+def profiler(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
+    if args.perf:
+        argv = [shutil.which("perf") or "perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", args.perf]
+    elif args.py_spy:
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "500", "--nonblocking", "-o", args.py_spy]
+    else:
+        return None
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)  # attached before the measured load starts
+    return process
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=40_000)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the gateway")
+    parser.add_argument("--memory-store", action="store_true")
+    parser.add_argument("--perf", metavar="FILE")
+    parser.add_argument("--py-spy", metavar="FILE")
+    args = parser.parse_args()
+
+    bench = Bench(argparse.Namespace(redis=None, requests=args.requests, connections=16, repetitions=1))
+    try:
+        store = None if args.memory_store else bench.start_redis()
+        sim, _ = bench.start_sim()
+        sink = bench.start_sink()
+        extra_env = dict(pair.split("=", 1) for pair in args.env)
+        url, pid = bench.start_gateway(sim, store, sink, extra_env)
+        target = Target("pmc-gateway", url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid)
+        bench.load(target, 3_000, 16)  # warm up
+        watching = profiler(args, pid)
+        before = thread_cpu_s(pid)
+        result = bench.load(target, args.requests, 16)
+        after = thread_cpu_s(pid)
+        if watching is not None:
+            watching.send_signal(signal.SIGINT)
+            watching.wait(60)
+        threads = {tid: (cpu - before.get(tid, 0.0)) / result["count"] * 1e6 for tid, cpu in after.items()}
+        summary = {
+            "rps": round(result["rps"]),
+            "cpu_us_per_request": round(result["cpu_us"], 1),
+            "threads_us_per_request": sorted((round(us, 1) for us in threads.values() if us >= 0.5), reverse=True),
+        }
+        print(json.dumps(summary))
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
