@@ -90,14 +90,14 @@ async def test_verification_cases(session: aiohttp.ClientSession) -> None:
         status, answer = await post_event(session, gw.url, body, headers)
         assert status == 200 and answer["duplicate"] is True
 
-        now = int(time.time())
+        now = int(time.time())  # truncated, and the cases run after it: 10 s past the 300 s, not 1
         cases = {
             "wrong secret": (signed({**EVENT, "eventId": "e2"}, "whsec_wrong")[1], 401, "INVALID_SIGNATURE"),
             "missing signature": ({"X-PMC-Timestamp": str(now)}, 401, "INVALID_SIGNATURE"),
             "missing timestamp": ({"X-PMC-Signature": "sha256=" + "0" * 64}, 401, "INVALID_SIGNATURE"),
             "malformed": ({"X-PMC-Timestamp": str(now), "X-PMC-Signature": "md5=abc"}, 401, "INVALID_SIGNATURE"),
-            "stale": (signed({**EVENT, "eventId": "e3"}, WEBHOOK_SECRET, now - 301)[1], 401, "STALE_TIMESTAMP"),
-            "future": (signed({**EVENT, "eventId": "e4"}, WEBHOOK_SECRET, now + 301)[1], 401, "STALE_TIMESTAMP"),
+            "stale": (signed({**EVENT, "eventId": "e3"}, WEBHOOK_SECRET, now - 310)[1], 401, "STALE_TIMESTAMP"),
+            "future": (signed({**EVENT, "eventId": "e4"}, WEBHOOK_SECRET, now + 310)[1], 401, "STALE_TIMESTAMP"),
         }
         for name, (case_headers, want_status, want_code) in cases.items():
             case_body = signed({**EVENT, "eventId": name.replace(" ", "-")}, WEBHOOK_SECRET)[0] if name in ("missing signature", "missing timestamp", "malformed") else None
