@@ -137,9 +137,12 @@ def _metric_readers(
     """The exposition and OTLP push from one aggregation when they can share it (otlp/metrics.py)."""
     interval_s = interval_s or interval_from_env()
     if (prometheus or otlp is not None) and shares_aggregation(os.environ):
+        # OTLP alone still needs this reader (the local histograms join its collections), but
+        # the registry that /_gateway/metrics and the status snapshots read must stay empty.
+        exposed_to = registry if prometheus else CollectorRegistry()
         return [
             ExpositionAndPushReader(
-                registry=registry, exporter=otlp, interval_s=interval_s, scope_name=METER_SCOPE, local_metrics=local_metrics
+                registry=exposed_to, exporter=otlp, interval_s=interval_s, scope_name=METER_SCOPE, local_metrics=local_metrics
             )
         ]
     readers: list[MetricReader] = []

@@ -3,6 +3,7 @@ what the SDK's histogram aggregation collects for the same measurements."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 
@@ -20,6 +21,7 @@ from gateway.record import RequestRecord
 from gateway.settings import TelemetrySettings
 from gateway.telemetry import SECONDS_BUCKETS, Telemetry
 from gateway.types import UpstreamRequest
+from tests.support.otlp import HttpReceiver
 
 NAMES = ("http.request.method", "http.route", "http.response.status_code", "pmc.client")
 values_strategy = st.one_of(
@@ -122,3 +124,22 @@ def _families(text: str) -> list[tuple[object, ...]]:
         (f.name, f.type, f.documentation, sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples))
         for f in text_string_to_metric_families(text)
     )
+
+
+async def test_otlp_without_prometheus_pushes_the_histograms_and_exposes_nothing() -> None:
+    """``prometheus = false`` with an OTLP endpoint: the local histograms reach the collector,
+    and the registry behind /_gateway/metrics and the status snapshots stays empty."""
+    receiver = HttpReceiver()
+    await receiver.start()
+    telemetry = Telemetry(
+        TelemetrySettings(prometheus=False, otlp_endpoint=receiver.endpoint, otlp_protocol="http/protobuf"), member_id="t"
+    )
+    try:
+        _record_traffic(telemetry)
+        await asyncio.to_thread(telemetry.meter_provider.force_flush)
+        exposition = generate_latest(telemetry.registry).decode()
+    finally:
+        await asyncio.to_thread(telemetry.shutdown)
+        await receiver.stop()
+    assert receiver.received.histogram_counts.get("http.server.request.duration") == 5
+    assert exposition == ""
