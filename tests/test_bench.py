@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from gateway.bench.runner import LOCAL_STORE_TARGET, SAMPLED_TARGET, render
+from gateway.bench.runner import COST_LADDER_FLOOR, LOCAL_STORE_TARGET, SAMPLED_TARGET, render
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -32,9 +32,16 @@ def test_quick_bench_measures_every_target_and_renders_the_table() -> None:
             assert run["count"] == result["settings"]["requests"] and run["errors"] == 0, name
             assert run["rps"] > 0 and run["p50"] <= run["p99"]
             assert run["cpu_us"] > 0 and run["peak_rss_mb"] > 0
+    steps = result["cost"]  # the floor proxy, three gateways adding features, then the full gateway
+    assert steps[0]["step"] == COST_LADDER_FLOOR and len(steps) == 5
+    assert steps[-1]["runs"] == result["throughput"]["pmc-gateway"]
+    for step in steps:
+        assert [run["count"] for run in step["runs"]] == [result["settings"]["requests"]], step["step"]
+        assert step["runs"][0]["errors"] == 0 and step["runs"][0]["cpu_us"] > 0, step["step"]
     assert set(result["latency"]) == {"direct", "gateway", LOCAL_STORE_TARGET}
     assert all(run["errors"] == 0 and run["count"] > 0 for runs in result["latency"].values() for run in runs)
     assert len(result["memory"]) == 8 and all(point["rss_mb"] > 0 for point in result["memory"])
     table = render(result)
     assert "pmc-gateway" in table and "CPU µs/req" in table and "added" in table and "(memory store)" in table
+    assert "where the CPU goes" in table and "the features cost" in table
     assert "[x] RSS ≤ 150 MB" in table or "[ ] RSS ≤ 150 MB" in table

@@ -32,11 +32,8 @@ def build(upstream: str) -> web.Application:
     return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pmc-gateway-bare-proxy")
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
+def serve(app: web.Application, port: int) -> None:
+    """On uvloop when installed, as the gateway runs; no access log."""
     import asyncio
 
     loop: asyncio.AbstractEventLoop
@@ -46,7 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    web.run_app(build(args.upstream), host="127.0.0.1", port=args.port, access_log=None, print=None, loop=loop)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pmc-gateway-bare-proxy")
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    serve(build(args.upstream), args.port)
     return 0
 
 

@@ -32,6 +32,14 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 PATH = "/v1/users/me"
 SAMPLED_TARGET = "pmc-gateway, 10 % traces"
 LOCAL_STORE_TARGET = "pmc-gateway, memory store"
+# The cost ladder (rendered under "where the CPU goes"): each step adds to the one above it.
+COST_LADDER_FLOOR = "aiohttp server + the gateway's upstream transport, no features"
+COST_LADDER_GATEWAYS = (
+    ("+ the gateway's pipeline on the memory store, OTEL_SDK_DISABLED=true", {"OTEL_SDK_DISABLED": "true"}),
+    ("+ metrics (OTEL_TRACES_SAMPLER=always_off)", {"OTEL_TRACES_SAMPLER": "always_off"}),
+)
+COST_LADDER_TRACES = "+ a traced span pair for every request"
+COST_LADDER_LAST = "+ the shared Redis store: pmc-gateway as above"
 SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
 
 
@@ -177,9 +185,10 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
         _wait_http(f"{url}/_gateway/health")
         return url, process.pid
 
-    def start_bare_proxy(self, sim: str) -> tuple[str, int]:
+    def start_reference_proxy(self, module: str, sim: str) -> tuple[str, int]:
+        """``gateway.bench.bare_proxy`` or ``gateway.bench.floor_proxy``, pinned like the gateway."""
         port = _free_port()
-        process = self.spawn([sys.executable, "-m", "gateway.bench.bare_proxy", "--upstream", sim, "--port", str(port)], self.proxy_cpu)
+        process = self.spawn([sys.executable, "-m", module, "--upstream", sim, "--port", str(port)], self.proxy_cpu)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -188,7 +197,7 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
                     return url, process.pid
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError("bare proxy did not start")
+        raise TimeoutError(f"{module} did not start")
 
     def load(self, target: Target, requests: int, connections: int, unique_ids: bool = False) -> dict[str, Any]:
         argv = [sys.executable, "-m", "gateway.bench.loadgen", "--url", target.url + PATH, "--connections", str(connections), "--requests", str(requests)]
@@ -207,6 +216,18 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
             result["rss_mb"] = _rss_mb(target.pid)
             result["peak_rss_mb"] = _rss_mb(target.pid, "VmHWM")
         return result
+
+    def start_cost_ladder(self, sim: str, sink: str, local: Target) -> list[Target]:
+        """Where the gateway's CPU goes: the same load through the floor proxy, then gateways
+        with features added a step at a time by the standard OpenTelemetry switches."""
+        floor_url, floor_pid = self.start_reference_proxy("gateway.bench.floor_proxy", sim)
+        steps = [Target(COST_LADDER_FLOOR, floor_url, [f"Authorization: Bearer {API_KEY}"], floor_pid)]
+        for name, env in COST_LADDER_GATEWAYS:
+            url, pid = self.start_gateway(sim, None, sink, env)
+            steps.append(Target(name, url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid))
+        # The memory-store gateway with everything on is already running for the latency section.
+        steps.append(Target(COST_LADDER_TRACES, local.url, local.headers, local.pid))
+        return steps
 
     def set_sim_latency(self, sim: str, ms: float) -> None:
         """A fixed delay (the simulator's long-tailed one is left at 0): with its lognormal tail
@@ -228,21 +249,22 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
         # The same gateway on the in-process store, for the latency section only: how much of
         # the added latency is the shared rate budget's one Redis round trip per request.
         local_url, local_pid = self.start_gateway(sim, None, sink)
-        bare_url, bare_pid = self.start_bare_proxy(sim)
+        bare_url, bare_pid = self.start_reference_proxy("gateway.bench.bare_proxy", sim)
         direct = Target("direct", sim, [f"Authorization: Bearer {API_KEY}"], sim_pid)
         bare = Target("bare aiohttp proxy", bare_url, [f"Authorization: Bearer {API_KEY}"], bare_pid)
         gateway = Target("pmc-gateway", gateway_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], gateway_pid)
         sampled = Target(SAMPLED_TARGET, sampled_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], sampled_pid)
+        local = Target(LOCAL_STORE_TARGET, local_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], local_pid)
         targets = [direct, bare, gateway, sampled]
+        ladder = self.start_cost_ladder(sim, sink, local)
 
-        for target in targets:  # warm up: connections, caches, JIT-free but allocator-warm
+        for target in targets + ladder:  # warm up: connections, caches, JIT-free but allocator-warm
             self.load(target, min(2000, args.requests), args.connections)
         for _ in range(args.repetitions):
-            for target in targets:
+            for target in targets + ladder:
                 target.runs.append(self.load(target, args.requests, args.connections))
 
         self.set_sim_latency(sim, 20)
-        local = Target(LOCAL_STORE_TARGET, local_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], local_pid)
         self.load(local, min(2000, args.latency_requests), args.connections)
         latency: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": [], LOCAL_STORE_TARGET: []}
         for _ in range(args.repetitions):
@@ -260,6 +282,8 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
             "machine": {"cpus": os.cpu_count(), "proxy_cpu": sorted(self.proxy_cpu), "other_cpus": sorted(self.other_cpus), "store": "redis" if store else "memory"},
             "settings": {"requests": args.requests, "connections": args.connections, "repetitions": args.repetitions},
             "throughput": {t.name: t.runs for t in targets},
+            # Each step adds features to the one before; the last step is "pmc-gateway" above.
+            "cost": [{"step": t.name, "runs": t.runs} for t in ladder] + [{"step": COST_LADDER_LAST, "runs": gateway.runs}],
             "latency": latency,
             "memory": memory,
             "notes": self.notes,
@@ -294,6 +318,10 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "gateway_vs_direct": _median(gw, "rps") / _median(direct, "rps"),
         "sampled_vs_bare": _median(t[SAMPLED_TARGET], "rps") / _median(bare, "rps") if SAMPLED_TARGET in t else None,
     }
+    if result.get("cost"):
+        floor = _median(result["cost"][0]["runs"], "cpu_us")
+        targets["features_cpu_us"] = targets["cpu_us_per_request"] - floor
+        targets["headroom_cpu_us"] = _median(bare, "cpu_us") - floor
     met = {
         "throughput ≥ bare aiohttp proxy": targets["throughput_vs_bare"] >= 1.0,
         "added p50 ≤ 1.0 ms": added_p50 <= 1.0,
@@ -317,6 +345,25 @@ def _local_store_line(result: dict[str, Any]) -> list[str]:
         f"{'(memory store)':<22}{_median(local, 'p50'):>9.2f}{_median(local, 'p99'):>9.2f}"
         f"   added {added_p50:+.2f} / {added_p99:+.2f}: the same gateway without the shared budget's Redis round trip"
     ]
+
+
+def _cost_lines(result: dict[str, Any], figures: dict[str, Any]) -> list[str]:
+    """The cost ladder: what each group of features adds to the transport floor."""
+    if not result.get("cost"):
+        return []
+    lines = ["where the CPU goes: the same load, interleaved with the above; each step adds to the one before", f"{'':<72}{'CPU µs/req':>18}{'added':>8}"]
+    before = None
+    for step in result["cost"]:
+        cpu = _median(step["runs"], "cpu_us")
+        added = f"{cpu - before:+8.0f}" if before is not None else ""
+        lines.append(f"{step['step']:<72}{_spread(step['runs'], 'cpu_us'):>18}{added}")
+        before = cpu
+    lines += [
+        f"the features cost {figures['features_cpu_us']:.0f} µs/request over the floor; to match the bare aiohttp proxy "
+        f"they could cost {figures['headroom_cpu_us']:.0f} (its CPU minus the floor's)",
+        "",
+    ]
+    return lines
 
 
 def render(result: dict[str, Any]) -> str:
@@ -347,6 +394,7 @@ def render(result: dict[str, Any]) -> str:
         f"{'added':<22}{f['added_p50_ms']:>+9.2f}{f['added_p99_ms']:>+9.2f}",
         *_local_store_line(result),
         "",
+        *_cost_lines(result, f),
         "memory: gateway RSS while serving requests with distinct request ids",
         "  " + " · ".join(f"{p['requests']:,}: {p['rss_mb']:.0f} MB" for p in result["memory"]),
         "",
