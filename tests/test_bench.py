@@ -39,9 +39,13 @@ def test_quick_bench_measures_every_target_and_renders_the_table() -> None:
         assert [run["count"] for run in step["runs"]] == [result["settings"]["requests"]], step["step"]
         assert step["runs"][0]["errors"] == 0 and step["runs"][0]["cpu_us"] > 0, step["step"]
     assert set(result["latency"]) == {"direct", "gateway", LOCAL_STORE_TARGET}
-    assert all(run["errors"] == 0 and run["count"] > 0 for runs in result["latency"].values() for run in runs)
+    assert set(result["varying"]) == {"direct", "gateway"}
+    for section in (result["latency"], result["varying"]):
+        assert all(run["errors"] == 0 and run["count"] > 0 for runs in section.values() for run in runs)
+    # 20 ms on average: what the simulator was told, seen by the load generator
+    assert 20 <= result["latency"]["direct"][0]["p50"] <= 30 and 19 <= result["varying"]["direct"][0]["p50"] <= 30
     assert len(result["memory"]) == 8 and all(point["rss_mb"] > 0 for point in result["memory"])
     table = render(result)
-    assert "pmc-gateway" in table and "CPU µs/req" in table and "added" in table and "(memory store)" in table
+    assert "pmc-gateway" in table and "CPU µs/req" in table and "added" in table and "(memory store)" in table and "(varying 20 ms)" in table
     assert "where the CPU goes" in table and "the features cost" in table
     assert "[x] RSS ≤ 150 MB" in table or "[ ] RSS ≤ 150 MB" in table
