@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -32,8 +33,12 @@ def build(upstream: str) -> web.Application:
     return app
 
 
-def serve(app: web.Application, port: int) -> None:
-    """On uvloop when installed, as the gateway runs; no access log."""
+def run_reference(build: Callable[[str], web.Application], prog: str, argv: list[str] | None) -> int:
+    """``--upstream URL --port N``: serve ``build(URL)`` on uvloop when installed, no access log."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
     import asyncio
 
     loop: asyncio.AbstractEventLoop
@@ -43,17 +48,12 @@ def serve(app: web.Application, port: int) -> None:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
+    web.run_app(build(args.upstream), host="127.0.0.1", port=args.port, access_log=None, print=None, loop=loop)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pmc-gateway-bare-proxy")
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    serve(build(args.upstream), args.port)
-    return 0
-
+    return run_reference(build, "pmc-gateway-bare-proxy", argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,13 +8,12 @@ slower than the bare proxy. The bench's cost ladder measures what they do cost.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from aiohttp import web
 from yarl import URL
 
-from gateway.bench.bare_proxy import HOP, serve
+from gateway.bench.bare_proxy import HOP, run_reference
 from gateway.http1 import Http1Origin
 
 
@@ -41,13 +40,7 @@ def build(upstream: str) -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pmc-gateway-floor-proxy")
-    parser.add_argument("--upstream", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    serve(build(args.upstream), args.port)
-    return 0
-
+    return run_reference(build, "pmc-gateway-floor-proxy", argv)
 
 if __name__ == "__main__":
     sys.exit(main())
