@@ -55,5 +55,6 @@ def run_reference(build: Callable[[str], web.Application], prog: str, argv: list
 def main(argv: list[str] | None = None) -> int:
     return run_reference(build, "pmc-gateway-bare-proxy", argv)
 
+
 if __name__ == "__main__":
     sys.exit(main())

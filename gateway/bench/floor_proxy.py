@@ -42,5 +42,6 @@ def build(upstream: str) -> web.Application:
 def main(argv: list[str] | None = None) -> int:
     return run_reference(build, "pmc-gateway-floor-proxy", argv)
 
+
 if __name__ == "__main__":
     sys.exit(main())

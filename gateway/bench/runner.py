@@ -1,7 +1,8 @@
 """``pmc-gateway bench``: the gateway's overhead, measured honestly on a small shared machine.
 
-Everything runs on 127.0.0.1. The measured proxies (the gateway with every feature on, and a
-bare aiohttp reverse proxy as reference) are pinned to CPU 0; the load generator, the
+Everything runs on 127.0.0.1. The measured proxies (the gateway with every feature on, a
+bare aiohttp reverse proxy as reference, and the cost ladder's floor proxy and partial
+gateways) are pinned to CPU 0; the load generator, the
 simulator, Redis and the OTLP sink to the other CPU(s). Targets are measured interleaved,
 repeated, and reported as median [min–max], so a noisy neighbour shows as spread instead of
 as a wrong number. Every load is a bounded number of requests.
@@ -252,8 +253,8 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
         # The same gateway with the standard OTel sampler at 10 %: what tracing costs when sampled,
         # as a busy production gateway would run. Shown beside the targets, never instead of them.
         sampled_url, sampled_pid = self.start_gateway(sim, store, sink, SAMPLED_ENV)
-        # The same gateway on the in-process store, for the latency section only: how much of
-        # the added latency is the shared rate budget's one Redis round trip per request.
+        # The same gateway on the in-process store: how much of the added latency is the shared
+        # rate budget's one Redis round trip per request; also the cost ladder's traced step.
         local_url, local_pid = self.start_gateway(sim, None, sink)
         bare_url, bare_pid = self.start_reference_proxy("gateway.bench.bare_proxy", sim)
         direct = Target("direct", sim, [f"Authorization: Bearer {API_KEY}"], sim_pid)
@@ -410,7 +411,7 @@ def render(result: dict[str, Any]) -> str:
         f"ratios: gateway/bare proxy {f['throughput_vs_bare']:.2f} · gateway/direct {f['gateway_vs_direct']:.2f}"
         + (f" · 10 %-traced gateway/bare proxy {f['sampled_vs_bare']:.2f}" if f["sampled_vs_bare"] is not None else ""),
         "",
-        "added latency at low load: simulator at a fixed 20 ms, same connections (in lockstep: a burst of 16 every 20 ms)",
+        f"added latency at low load: simulator at a fixed 20 ms, same connections (in lockstep: a burst of {cfg['connections']} every 20 ms)",
         f"{'':<22}{'p50 ms':>9}{'p99 ms':>9}",
         f"{'direct':<22}{_median(result['latency']['direct'], 'p50'):>9.2f}{_median(result['latency']['direct'], 'p99'):>9.2f}",
         f"{'pmc-gateway':<22}{_median(result['latency']['gateway'], 'p50'):>9.2f}{_median(result['latency']['gateway'], 'p99'):>9.2f}",
