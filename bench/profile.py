@@ -24,19 +24,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from gateway.bench.runner import CLIENT_TOKEN, Bench, Target
+from gateway.bench.runner import CLIENT_TOKEN, Bench, Target, stat_cpu_seconds
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
-    ticks = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[tid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return out
+    return {tid: stat_cpu_seconds(f"/proc/{pid}/task/{tid}/stat") for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def profiler(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:

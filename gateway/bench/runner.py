@@ -84,9 +84,14 @@ def _wait_http(url: str, timeout: float = 20) -> None:
     raise TimeoutError(f"{url} did not come up")
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def stat_cpu_seconds(stat_file: str) -> float:
+    """utime + stime from a ``/proc/<pid>/stat`` or ``/proc/<pid>/task/<tid>/stat`` file."""
+    fields = Path(stat_file).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    return stat_cpu_seconds(f"/proc/{pid}/stat")
 
 
 def _rss_mb(pid: int, key: str = "VmRSS") -> float:
@@ -271,7 +276,6 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
             for target in targets + ladder:
                 target.runs.append(self.load(target, args.requests, args.connections))
 
-        self.load(local, min(2000, args.latency_requests), args.connections)
         latency: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": [], LOCAL_STORE_TARGET: []}
         varying: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
         for _ in range(args.repetitions):
