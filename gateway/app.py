@@ -45,7 +45,7 @@ from gateway.source_ip import trusted_networks
 from gateway.stages.breaker import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
-from gateway.stages.rate_budget import BucketTable, RateBudgetStage
+from gateway.stages.rate_budget import BudgetTable, RateBudgetStage
 from gateway.stages.retry import Backoff, RetryStage
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
@@ -85,7 +85,7 @@ class Components:
     chain: Chain
     relay: WebhookRelay
     clients: ClientDirectory
-    budget_table: BucketTable
+    budget_table: BudgetTable
     config_path: Path | None = None
     draining: bool = False
     extras: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)
@@ -169,7 +169,8 @@ def build_components(
         member_id=member_id,
         shared=not settings.store.is_memory,
     )
-    budget_table = BucketTable(settings)
+    budget_table = BudgetTable(settings)
+    telemetry.declare_budgets((c, env) for c, client in settings.clients.items() for env in client.environments)
     retry_budget = RetryBudget(
         percent=settings.retry.budget_percent,
         min_per_second=settings.retry.min_retries_per_second,
@@ -194,7 +195,7 @@ def build_components(
             BreakerStage(breakers),
             RateBudgetStage(
                 store=store,
-                buckets=budget_table,
+                asks=budget_table,
                 max_wait_s=settings.budget.max_wait_ms / 1000,
                 clock=clock,
                 observer=observers,
@@ -278,11 +279,14 @@ def budget_section(settings: Settings) -> list[dict[str, object]]:
         {
             "environment": name,
             "limitPerMinute": env.rate_limit_per_minute,
+            "burst": min(settings.budget.burst or env.rate_limit_per_minute, env.rate_limit_per_minute),
+            "fairShare": settings.budget.fair_share,
             "clients": {
                 client: c.requests_per_minute
                 for client, c in settings.clients.items()
                 if name in c.environments
             },
+            "shares": {client: c.share for client, c in settings.clients.items() if name in c.environments},
         }
         for name, env in settings.environments.items()
     ]

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--extra-latency-ms", type=_positive_float, default=0.0, help="added to every answer")
     sim.add_argument("--storm-s", type=_positive_float, default=0.0, help="answer 429 to everything for this long")
     sim.add_argument("--rate-limit", type=int, default=120, help="requests per minute per key (default 120; 0 = no limit)")
+    sim.add_argument("--rate-limit-headers", action="store_true", help="send RateLimit-Limit/-Remaining/-Reset on every answer")
+    sim.add_argument("--outside-per-minute", type=_positive_float, default=0.0, help="another caller outside the gateway spends this much of every key")
     sim.add_argument("--no-record", action="store_true", help="do not keep the /_sim/requests log (benchmarks)")
     sim.add_argument("--expired-key", action="append", default=[], metavar="KEY", help="a key to answer 401 INVALID_TOKEN")
     sim.add_argument("--webhook-url", default="", help="where to send signed booking webhooks")
@@ -108,6 +110,8 @@ def _check_config(path: str) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
+    for warning in settings.warnings(loaded):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: ok")
     return 0
 

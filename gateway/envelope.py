@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -11,7 +12,7 @@ from gateway.errors import Refusal
 JSON = "application/json"
 
 
-def error_body(code: str, message: str, request_id: str) -> bytes:
+def error_body(code: str, message: str, request_id: str, details: Mapping[str, str] | None = None) -> bytes:
     return json.dumps(
         {
             "status": "error",
@@ -19,6 +20,7 @@ def error_body(code: str, message: str, request_id: str) -> bytes:
             "message": message,
             "requestId": request_id,
             "source": "gateway",
+            **(details or {}),
         },
         separators=(",", ":"),
     ).encode()
@@ -28,7 +30,7 @@ def error_response(refusal: Refusal, request_id: str) -> web.Response:
     headers = {"X-Request-Id": request_id, **refusal.headers}
     return web.Response(
         status=refusal.status,
-        body=error_body(refusal.code, refusal.message, request_id),
+        body=error_body(refusal.code, refusal.message, request_id, refusal.details),
         content_type=JSON,
         headers=headers,
     )

@@ -27,7 +27,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class GatewayError(Exception):
@@ -52,10 +52,13 @@ class Refusal(GatewayError):
     status = 500
     code = "INTERNAL"
 
-    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_s: int | None = None, details: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+        self.details = dict(details or {})  # extra envelope fields, e.g. RATE_BUDGET_EXHAUSTED's "limit"
 
     @property
     def headers(self) -> dict[str, str]:

@@ -165,6 +165,7 @@ class ClientSettings(_Section):
     token_sha256: str
     environments: Annotated[tuple[str, ...], Field(min_length=1, strict=False)]
     requests_per_minute: PositiveInt | None = None
+    share: Annotated[float, Field(gt=0, le=1_000_000)] = 1
 
     @field_validator("token_sha256")
     @classmethod
@@ -199,6 +200,8 @@ class BreakerSettings(_Section):
 
 class BudgetSettings(_Section):
     max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 1000
+    burst: NonNegativeInt = 0  # 0: the whole per-minute limit
+    fair_share: bool = True
 
 
 class IdempotencySettings(_Section):
@@ -310,6 +313,12 @@ def _cross_checks(settings: Settings) -> list[str]:
                 f"clients.{name}.token_sha256: same token as clients.{seen_tokens[client.token_sha256]}"
             )
         seen_tokens[client.token_sha256] = name
+    for env_name, environment in settings.environments.items():
+        if settings.budget.burst > environment.rate_limit_per_minute:
+            problems.append(
+                f"budget.burst: {settings.budget.burst} is above environments.{env_name}.rate_limit_per_minute "
+                f"({environment.rate_limit_per_minute}); it must be in [0, the limit] (0: the whole limit)"
+            )
     if settings.server.workers > 1 and settings.store.is_memory:
         problems.append(
             "server.workers: workers > 1 requires a shared store (store.url = \"redis://...\"); "
@@ -322,6 +331,20 @@ def _cross_checks(settings: Settings) -> list[str]:
                 "webhooks.allow_insecure_http = true"
             )
     return problems
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What is allowed but probably not meant, as ``field.path: message``."""
+    found = []
+    for name, client in settings.clients.items():
+        for env in client.environments:
+            limit = settings.environments[env].rate_limit_per_minute if env in settings.environments else None
+            if client.requests_per_minute is not None and limit is not None and client.requests_per_minute > limit:
+                found.append(
+                    f"clients.{name}.requests_per_minute: {client.requests_per_minute} is above "
+                    f"environments.{env}.rate_limit_per_minute ({limit}); the key's limit holds first"
+                )
+    return found
 
 
 def _format_validation_error(exc: ValidationError) -> list[str]:

@@ -14,6 +14,7 @@ the 0.18 s latency target and resolve 100–500 ms; they are aggregated by the g
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ WEBHOOK_REJECTED = "pmc_gateway_webhook_rejected"  # pmc_gateway_webhook_rejecte
 WEBHOOK_BACKLOG = "pmc_gateway_webhook_delivery_backlog"  # gauge
 STORE_UP = "pmc_gateway_store_up"  # gauge: 1 reachable, 0 falling back to local
 API_KEY_AGE = "pmc_gateway_api_key_age_days"  # gauge per environment
+BUDGET_USED = "pmc_gateway_budget_used_ratio"  # gauge per environment: admissions in 60 s / limit
 
 PROMETHEUS_NAMES = (
     "http_server_request_duration_seconds",
@@ -68,6 +70,7 @@ PROMETHEUS_NAMES = (
     "pmc_gateway_idempotent_replays_total",
     "pmc_gateway_webhook_rejected_total",
     "pmc_gateway_webhook_delivery_backlog",
+    "pmc_gateway_budget_used_ratio",
 )
 
 # -- attribute names -------------------------------------------------------------------
@@ -89,6 +92,8 @@ PMC_ATTEMPTS = "pmc.attempts"
 PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
 REASON = "reason"  # SPEC §7: pmc_gateway_webhook_rejected_total{reason}
 PMC_BREAKER = "pmc.breaker"
+BUDGET_LIMIT = "limit"  # SPEC §8: pmc_gateway_budget_rejected_total{limit}: key, client, share
+BUDGET_LIMITS = ("key", "client", "share")
 
 # Attribute order of the duration histograms (a missing value leaves its attribute out).
 SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT)
@@ -100,6 +105,9 @@ SECONDS_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.18, 0.2, 0.25,
     0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# A zero wait is counted as zero, not spread over the first bucket by histogram_quantile.
+BUDGET_WAIT_BUCKETS = (0.0, 0.001, *SECONDS_BUCKETS)
+BUDGET_USED_FRESH_S = 60.0  # a usage figure older than the window says nothing: the key is idle
 _ROOT = otel_context.Context()  # a SERVER span without a caller's traceparent starts a trace
 BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -107,8 +115,8 @@ BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 def _views() -> list[View]:
     buckets = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS)
     return [
-        View(instrument_name=name, aggregation=buckets)
-        for name in (SERVER_DURATION, CLIENT_DURATION, BUDGET_WAIT)
+        *(View(instrument_name=name, aggregation=buckets) for name in (SERVER_DURATION, CLIENT_DURATION)),
+        View(instrument_name=BUDGET_WAIT, aggregation=ExplicitBucketHistogramAggregation(BUDGET_WAIT_BUCKETS)),
     ]
 
 
@@ -226,17 +234,22 @@ class Telemetry:
         meter = self.meter_provider.get_meter(METER_SCOPE)
         self.gauges = GaugeSources()
 
-        def duration_histogram(name: str, description: str, attribute_names: tuple[str, ...]) -> DurationHistogram:
+        def duration_histogram(
+            name: str, description: str, attribute_names: tuple[str, ...], boundaries: tuple[float, ...] = SECONDS_BUCKETS
+        ) -> DurationHistogram:
             if local is not None:
-                return local.create(name, unit="s", description=description, boundaries=SECONDS_BUCKETS, attribute_names=attribute_names)
+                return local.create(name, unit="s", description=description, boundaries=boundaries, attribute_names=attribute_names)
             return SdkDurationHistogram(meter.create_histogram(name, unit="s", description=description), attribute_names)
 
         self.server_duration = duration_histogram(SERVER_DURATION, "Duration of requests the gateway served", SERVER_DURATION_ATTRIBUTES)
         self.client_duration = duration_histogram(CLIENT_DURATION, "Duration of each upstream attempt", CLIENT_DURATION_ATTRIBUTES)
         self.retries = meter.create_counter(RETRIES, description="Upstream attempts that were retries, by reason")
         self.retry_budget_exhausted = meter.create_counter(RETRY_BUDGET_EXHAUSTED, description="Retries skipped because the retry budget was spent")
-        self.budget_wait = duration_histogram(BUDGET_WAIT, "Time attempts waited for a rate-budget slot", BUDGET_WAIT_ATTRIBUTES)
-        self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED")
+        self.budget_wait = duration_histogram(
+            BUDGET_WAIT, "Time attempts waited for a rate-budget slot", BUDGET_WAIT_ATTRIBUTES, BUDGET_WAIT_BUCKETS
+        )
+        self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED, by the limit that held them back")
+        self._budget_used: dict[str, tuple[float, float]] = {}  # environment → (ratio, monotonic time)
         self.upstream_throttled = meter.create_counter(UPSTREAM_THROTTLED, description="Upstream 429 answers (each pauses the key)")
         self.idempotent_replays = meter.create_counter(IDEMPOTENT_REPLAYS, description="Answers replayed from the idempotency store")
         self.webhook_rejected = meter.create_counter(WEBHOOK_REJECTED, description="Webhook posts refused, by reason")
@@ -244,6 +257,7 @@ class Telemetry:
         meter.create_observable_gauge(WEBHOOK_BACKLOG, [self._observe_backlog], description="Webhook deliveries not yet delivered")
         meter.create_observable_gauge(STORE_UP, [self._observe_store], description="1 when the shared store answers")
         meter.create_observable_gauge(API_KEY_AGE, [self._observe_key_ages], unit="d", description="Days since each environment's API key was rotated")
+        meter.create_observable_gauge(BUDGET_USED, [self._observe_budget_used], description="Admissions on each environment's key in the last 60 s, over its limit")
         # Pre-create the counters' zero series so dashboards and alerts see them from the start.
         self.webhook_rejected.add(0, {REASON: "invalid_signature"})
 
@@ -257,6 +271,19 @@ class Telemetry:
 
     def _observe_store(self, _: CallbackOptions) -> Iterable[Observation]:
         yield Observation(1 if self.gauges.store_up() else 0)
+
+    def _observe_budget_used(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.monotonic()
+        for environment, (ratio, at) in self._budget_used.items():
+            yield Observation(ratio if now - at < BUDGET_USED_FRESH_S else 0.0, {PMC_ENVIRONMENT: environment})
+
+    def declare_budgets(self, callers: Iterable[tuple[str, str]]) -> None:
+        """Zero series for every (client, environment) known at start-up, so panels and alerts
+        on refusals and usage see them before the first event."""
+        for client, environment in callers:
+            for limit in BUDGET_LIMITS:
+                self.budget_rejected.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client, BUDGET_LIMIT: limit})
+            self._budget_used.setdefault(environment, (0.0, time.monotonic()))
 
     def _observe_key_ages(self, _: CallbackOptions) -> Iterable[Observation]:
         for environment, days in self.gauges.api_key_ages():
@@ -331,9 +358,12 @@ class Telemetry:
         if seconds > 0:
             trace.get_current_span().add_event("pmc.budget.wait", {"pmc.wait_ms": seconds * 1000})
 
-    def budget_rejected_for(self, request: UpstreamRequest) -> None:
-        self.budget_rejected.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
-        trace.get_current_span().add_event("pmc.budget.rejected")
+    def budget_used(self, environment: str, used: int, limit: int) -> None:
+        self._budget_used[environment] = (used / limit, time.monotonic())
+
+    def budget_rejected_for(self, request: UpstreamRequest, limit: str) -> None:
+        self.budget_rejected.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client, BUDGET_LIMIT: limit})
+        trace.get_current_span().add_event("pmc.budget.rejected", {BUDGET_LIMIT: limit})
 
     def upstream_throttled_for(self, request: UpstreamRequest, pause_s: float) -> None:
         self.upstream_throttled.add(1, {PMC_ENVIRONMENT: request.environment})
@@ -365,11 +395,12 @@ class StageObservers:
     def __init__(self, telemetry: Telemetry) -> None:
         self._t = telemetry
 
-    def budget_waited(self, request: UpstreamRequest, seconds: float) -> None:
-        self._t.budget_waited(request, seconds)
+    def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None:
+        self._t.budget_waited(request, waited_s)
+        self._t.budget_used(request.environment, used, limit)
 
-    def budget_rejected(self, request: UpstreamRequest) -> None:
-        self._t.budget_rejected_for(request)
+    def budget_rejected(self, request: UpstreamRequest, limit: str) -> None:
+        self._t.budget_rejected_for(request, limit)
 
     def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
         self._t.upstream_throttled_for(request, pause_s)

@@ -135,7 +135,7 @@ async def test_three_processes_share_one_budget_and_one_breaker(upstream: Script
         upstream.url,
         store={"url": redis_url},
         environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 600}},
-        budget={"max_wait_ms": 300},
+        budget={"max_wait_ms": 300, "burst": 1},
         breaker={"fail_max": 3, "reset_timeout_s": 30},
         retry={"max_attempts": 1},
     )

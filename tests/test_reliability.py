@@ -208,18 +208,19 @@ async def test_4xx_and_429_do_not_open_the_breaker(upstream: ScriptedUpstream, s
 
 
 async def test_rate_budget_refuses_with_truthful_retry_after(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
-    document = gateway_document(upstream.url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 30}}, budget={"max_wait_ms": 0})
+    document = gateway_document(upstream.url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 30}}, budget={"max_wait_ms": 0, "burst": 1})
     document["clients"]["booking-web"]["environments"] = ["live"]
     document["clients"]["ops-tools"]["environments"] = ["live"]
     async with gateway(document) as gw:
         assert (await call(session, "GET", f"{gw.url}/v1/users/me"))[0] == 200
         status, headers, body = await call(session, "GET", f"{gw.url}/v1/users/me")
         assert (status, code_of(body)) == (429, "RATE_BUDGET_EXHAUSTED") and headers["Retry-After"] == "2"
+        assert json.loads(body)["limit"] == "key"
     assert len(upstream.received) == 1
 
 
 async def test_budget_wait_spreads_requests(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
-    document = gateway_document(upstream.url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 600}}, budget={"max_wait_ms": 2000})
+    document = gateway_document(upstream.url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 600}}, budget={"max_wait_ms": 2000, "burst": 1})
     document["clients"]["booking-web"]["environments"] = ["live"]
     document["clients"]["ops-tools"]["environments"] = ["live"]
     async with gateway(document) as gw:
@@ -242,7 +243,7 @@ async def test_client_cap_limits_one_client_while_another_passes(upstream: Scrip
     async with gateway(document) as gw:
         assert (await call(session, "GET", f"{gw.url}/v1/users/me"))[0] == 200
         status, _, body = await call(session, "GET", f"{gw.url}/v1/users/me")
-        assert (status, code_of(body)) == (429, "RATE_BUDGET_EXHAUSTED")
+        assert (status, code_of(body)) == (429, "RATE_BUDGET_EXHAUSTED") and json.loads(body)["limit"] == "client"
         assert (await call(session, "GET", f"{gw.url}/v1/users/me", token=OPS_TOKEN, headers={"X-PMC-Environment": "live"}))[0] == 200
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.errors import StoreError
-from gateway.store.base import Bucket
+from gateway.store.base import BudgetAsk
 from gateway.store.redis import RedisStore
 from gateway.store.resp import RespConnection, RespConnectionError, RespReplyError
 from tests.support.servers import RedisServer
@@ -85,12 +85,12 @@ async def test_scripts_survive_a_script_cache_flush(redis_url: str) -> None:
     store = RedisStore(redis_url)
     await store.start()
     try:
-        bucket = Bucket(name="env:live", tag="env:live", interval_s=0.5)
-        first = await store.admit([bucket], "env:live", 5.0)
+        ask = BudgetAsk("env:live", "web", limit=120, burst=1)
+        first = await store.admit(ask, first=True)
         await store._fast.call("SCRIPT", "FLUSH")
-        second = await store.admit([bucket], "env:live", 5.0)
+        second = await store.admit(ask, first=True)
         assert first.granted and first.wait_s == 0
-        assert second.granted and 0.4 < second.wait_s <= 0.5
+        assert not second.granted and second.limit == "key" and 0.4 < second.wait_s <= 0.5
     finally:
         await store.close()
 
@@ -100,7 +100,7 @@ async def test_store_errors_carry_the_cause(redis_url: str) -> None:
     await store.start()
     try:
         with pytest.raises(StoreError, match="cannot connect to redis"):
-            await store.pause_left("env:live")
+            await store.pause("env:live", 1.0)
     finally:
         await store.close()
 

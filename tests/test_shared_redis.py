@@ -34,6 +34,16 @@ def shared(upstream_url: str, redis_url: str, /, **overrides: Any) -> dict[str, 
     return document
 
 
+def forget_budget(redis_url: str, environment: str) -> None:
+    import redis
+
+    from gateway.stages.rate_budget import key_budget
+    from gateway.store.redis import budget_log_key, budget_state_key
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete(budget_log_key(key_budget(environment)), budget_state_key(key_budget(environment)))
+
+
 def max_in_window(times: list[float], window: float) -> int:
     times = sorted(times)
     return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
@@ -41,7 +51,7 @@ def max_in_window(times: list[float], window: float) -> int:
 
 async def test_two_processes_share_one_budget(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
     limit = 600  # one every 100 ms, so the test runs in seconds
-    document = shared(upstream.url, redis_url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": limit}}, budget={"max_wait_ms": 500})
+    document = shared(upstream.url, redis_url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": limit}}, budget={"max_wait_ms": 500, "burst": 1})
     processes += [start_gateway_process(document, tmp_path, name=f"gw{i}") for i in range(2)]
     outcomes: list[int] = []
 
@@ -58,6 +68,32 @@ async def test_two_processes_share_one_budget(upstream: ScriptedUpstream, redis_
     assert len(times) <= span / 0.1 + 2  # one slot per 100 ms over the span, +1 for loopback jitter
     assert max_in_window(times, 1.0) <= 10 + 1
     assert {s for s in outcomes} <= {200, 429}
+
+
+async def test_two_and_three_processes_admit_exactly_the_limit_per_window(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
+    """The whole limit at once (burst = limit), never one more, however many replicas ask."""
+    limit = 40
+    document = shared(upstream.url, redis_url, environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": limit}}, budget={"max_wait_ms": 200})
+    processes += [start_gateway_process(document, tmp_path, name=f"gw{i}") for i in range(3)]
+    for replicas in (processes[:2], processes):
+        upstream.received.clear()
+        await asyncio.gather(*(call(session, "GET", f"{p.url}/v1/users/me") for p in replicas))  # warm connections
+        forget_budget(redis_url, "live")  # a fresh window for this round
+        upstream.received.clear()
+        outcomes: list[tuple[int, bytes]] = []
+
+        async def caller(url: str) -> None:
+            for _ in range(15):
+                status, _, body = await call(session, "GET", f"{url}/v1/users/me")
+                outcomes.append((status, body))
+
+        started = time.monotonic()
+        await asyncio.gather(*(caller(p.url) for p in replicas for _ in range(4)))
+        assert time.monotonic() - started < 50  # all of it inside one 60 s window
+        assert len(upstream.received) == limit  # the key's whole capacity, and not one request more
+        assert sum(status == 200 for status, _ in outcomes) == limit
+        refusals = [json.loads(body) for status, body in outcomes if status == 429]
+        assert refusals and {r["code"] for r in refusals} == {"RATE_BUDGET_EXHAUSTED"} and {r["limit"] for r in refusals} == {"key"}
 
 
 async def test_upstream_429_on_one_replica_holds_back_the_other(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
@@ -260,25 +296,25 @@ async def test_recovery_does_not_flap_on_stale_pooled_connections(redis_server: 
     """Regression: after Redis came back, requests drew pooled connections to the dead server,
     failed once each and marked the store down again, for seconds (seen in a cold CI run)."""
     from gateway.clock import SystemClock
-    from gateway.store.base import Bucket
+    from gateway.store.base import BudgetAsk
     from gateway.store.redis import RedisStore
     from gateway.store.resilient import ResilientStore
 
     redis_server.flush()
     store = ResilientStore(RedisStore(redis_server.url), member_id="t", min_members=1, clock=SystemClock(), recheck_s=0.2)
     await store.start()
-    bucket = Bucket("env:live", "env:live", 0.000001)
+    ask = BudgetAsk("env:live", "web", limit=1_000_000, burst=1_000_000)
     try:
-        await asyncio.gather(*(store.admit([bucket], "env:live", 1.0) for _ in range(30)))  # ~30 pooled connections
+        await asyncio.gather(*(store.admit(ask, first=True) for _ in range(30)))  # ~30 pooled connections
         redis_server.stop()
-        await store.admit([bucket], "env:live", 1.0)
+        await store.admit(ask, first=True)
         assert not store.healthy
         redis_server.start()
         deadline = time.monotonic() + 3
         while not store.healthy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert store.healthy
-        await asyncio.gather(*(store.admit([bucket], "env:live", 1.0) for _ in range(30)))  # the traffic after recovery
+        await asyncio.gather(*(store.admit(ask, first=True) for _ in range(30)))  # the traffic after recovery
         assert store.healthy and store.last_error is None, store.last_error
     finally:
         await store.close()

@@ -117,3 +117,19 @@ async def test_faults_at_runtime(sim: tuple[str, Simulator], session: aiohttp.Cl
     await get(session, f"{url}/_sim/faults", method="POST", json={"stormS": 0, "timeoutRate": 1.0, "hangS": 5})
     with __import__("pytest").raises(asyncio.TimeoutError):
         await get(session, f"{url}/v1/users/me", headers=LIVE, timeout=aiohttp.ClientTimeout(total=0.3))
+
+
+async def test_rate_limit_headers_count_an_outside_caller() -> None:
+    runner, port, simulator = await start_sim(SimConfig(port=0, faults=Faults(latency_ms=0), rate_limit=10, rate_limit_headers=True, outside_per_minute=600))
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/v1/users/me", headers={"Authorization": "Bearer pmc_live_outside_test_key"}) as first:
+                assert first.status == 200 and first.headers["RateLimit-Limit"] == "10"
+                remaining = int(first.headers["RateLimit-Remaining"])
+            await asyncio.sleep(0.35)  # the outside caller sends one every 100 ms
+            async with session.get(f"http://127.0.0.1:{port}/v1/users/me", headers={"Authorization": "Bearer pmc_live_outside_test_key"}) as second:
+                assert int(second.headers["RateLimit-Remaining"]) <= remaining - 3
+                assert 0 < int(second.headers["RateLimit-Reset"]) <= 60
+        assert simulator.outside_sent >= 4
+    finally:
+        await runner.cleanup()

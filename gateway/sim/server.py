@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -67,6 +68,8 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 8099
     rate_limit: int = 120
+    rate_limit_headers: bool = False  # RateLimit-Limit/-Remaining/-Reset on every /v1 answer
+    outside_per_minute: float = 0.0  # another caller, outside the gateway, spending every key seen
     expired_keys: tuple[str, ...] = ()
     webhook_url: str = ""
     webhook_secret: bytes = b""
@@ -88,7 +91,10 @@ class Simulator:
         self.faults = config.faults
         self.rng = random.Random(config.seed)
         self.expired = set(config.expired_keys)
-        self.windows: dict[str, deque[float]] = {}
+        self.windows: dict[str, list[float]] = {}
+        self.outside_next: dict[str, float] = {}
+        self.outside_sent = 0
+        self.rate_limited = 0  # answers 429 for the per-key limit
         self.bookings: dict[str, dict[str, object]] = {}
         self.idempotent: dict[tuple[str, str], tuple[int, dict[str, object]]] = {}
         self.jobs: dict[str, dict[str, object]] = {}
@@ -127,18 +133,42 @@ class Simulator:
         if delay > 0:
             await asyncio.sleep(delay / 1000)
 
+    def _window(self, key: str, now: float) -> list[float]:
+        """The key's sends in the last 60 s, the outside caller's included, oldest first."""
+        window = self.windows.setdefault(key, [])
+        if self.config.outside_per_minute > 0:
+            interval = 60 / self.config.outside_per_minute
+            due = self.outside_next.setdefault(key, now)
+            while due <= now:
+                if len([t for t in window if t > due - 60]) < self.config.rate_limit:
+                    bisect.insort(window, due)
+                    self.outside_sent += 1
+                due += interval
+            self.outside_next[key] = due
+        cut = bisect.bisect_right(window, now - 60)
+        del window[:cut]
+        return window
+
     def _rate_check(self, key: str) -> int | None:
         """Seconds until the key may call again, or None when it may call now."""
         if self.config.rate_limit <= 0:
             return None
         now = time.monotonic()
-        window = self.windows.setdefault(key, deque())
-        while window and window[0] <= now - 60:
-            window.popleft()
+        window = self._window(key, now)
         if len(window) >= self.config.rate_limit:
             return max(1, math.ceil(window[0] + 60 - now))
         window.append(now)
         return None
+
+    def _rate_limit_headers(self, key: str) -> dict[str, str]:
+        now = time.monotonic()
+        window = self._window(key, now)
+        reset = math.ceil(window[0] + 60 - now) if window else 0
+        return {
+            "RateLimit-Limit": str(self.config.rate_limit),
+            "RateLimit-Remaining": str(max(0, self.config.rate_limit - len(window))),
+            "RateLimit-Reset": str(max(0, reset)),
+        }
 
     # -- the middleware every /v1 request passes ------------------------------------------
     @web.middleware
@@ -172,7 +202,11 @@ class Simulator:
             return self._error(401, "INVALID_TOKEN", "Bearer token expired", request_id)
         wait = self._rate_check(key)
         if wait is not None:
-            return self._error(429, "RATE_LIMITED", f"Rate limit of {self.config.rate_limit} requests/minute exceeded", request_id, retry_after=wait)
+            self.rate_limited += 1
+            refused = self._error(429, "RATE_LIMITED", f"Rate limit of {self.config.rate_limit} requests/minute exceeded", request_id, retry_after=wait)
+            if self.config.rate_limit_headers:
+                refused.headers.update(self._rate_limit_headers(key))
+            return refused
         roll = self.rng.random()
         if roll < faults.timeout_rate:
             await asyncio.sleep(faults.hang_s)
@@ -187,7 +221,10 @@ class Simulator:
         if "readonly" in key and request.method not in ("GET", "HEAD", "OPTIONS"):
             return self._error(403, "INSUFFICIENT_SCOPE", "This key may only read", request_id)
         request[SIM_KEY] = key
-        return await handler(request)
+        response = await handler(request)
+        if self.config.rate_limit_headers and self.config.rate_limit > 0:
+            response.headers.update(self._rate_limit_headers(key))
+        return response
 
     # -- the API ---------------------------------------------------------------------------
     async def users_me(self, request: web.Request) -> web.Response:
@@ -386,6 +423,7 @@ class Simulator:
     async def reset_requests(self, _: web.Request) -> web.Response:
         self.received.clear()
         self.windows.clear()
+        self.outside_next.clear()
         return self._reply(200, {"status": "ok"})
 
     async def set_keys(self, request: web.Request) -> web.Response:
@@ -449,6 +487,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         host=args.host,
         port=args.port,
         rate_limit=args.rate_limit,
+        rate_limit_headers=args.rate_limit_headers,
+        outside_per_minute=args.outside_per_minute,
         record=not args.no_record,
         expired_keys=tuple(args.expired_key),
         webhook_url=args.webhook_url,

@@ -1,9 +1,9 @@
-"""Spends one token per upstream attempt from the environment key's budget and the
-client's cap, atomically, waiting for a reserved slot up to ``budget.max_wait_ms``
-(and never past the deadline). An upstream 429 pauses the key for its Retry-After in
-the shared store, so every replica holds off (SPEC §5). A request that waited for its slot
-checks the pause again before sending: one that began meanwhile sends it back for a new
-slot after the pause, rather than letting every waiter go at once when it ends."""
+"""Spends one admission per upstream attempt from the environment key's budget (and the
+client's cap), through the store's rate-budget algorithm (store/rolling_budget.py): a request
+that fits is sent at once; one that does not waits for the time the store names and asks
+again, up to ``budget.max_wait_ms`` and never past its deadline, else 429 with what held it
+back (``limit``: key, client or share). An upstream 429 pauses the key, and rate-limit headers
+cap it until their reset, in the shared store, so every replica holds off (SPEC §5)."""
 
 from __future__ import annotations
 
@@ -14,92 +14,96 @@ from typing import Protocol
 
 from gateway.clock import Clock
 from gateway.errors import RateBudgetExhausted
+from gateway.rate_limit_headers import parse_rate_limit
 from gateway.retry_after import parse_retry_after
 from gateway.settings import Settings
-from gateway.store.base import Bucket, Store
+from gateway.store.base import BudgetAsk, Store
 from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
 
 DEFAULT_PAUSE_S = 1.0  # an upstream 429 without a usable Retry-After
+MIN_SLEEP_S = 0.001  # a wait the store rounds to nothing is still a wait: no busy loop
 
 
 class BudgetObserver(Protocol):
-    def budget_waited(self, request: UpstreamRequest, seconds: float) -> None: ...
-    def budget_rejected(self, request: UpstreamRequest) -> None: ...
+    def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None: ...
+    def budget_rejected(self, request: UpstreamRequest, limit: str) -> None: ...
     def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None: ...
 
 
-def environment_bucket(environment: str, per_minute: int) -> Bucket:
-    return Bucket(name=f"env:{environment}", tag=pause_tag(environment), interval_s=60 / per_minute)
-
-
-def client_bucket(client: str, environment: str, per_minute: int) -> Bucket:
-    return Bucket(name=f"client:{environment}:{client}", tag=pause_tag(environment), interval_s=60 / per_minute)
-
-
-def pause_tag(environment: str) -> str:
+def key_budget(environment: str) -> str:
+    """The budget name of an environment's API key (also its Redis Cluster hash tag)."""
     return f"env:{environment}"
 
 
-class BucketTable:
-    """Every (client, environment) pair's buckets, built at start-up and swapped whole on reload."""
+class BudgetTable:
+    """Every (client, environment) pair's ask, built at start-up and swapped whole on reload."""
 
     def __init__(self, settings: Settings) -> None:
         self.replace(settings)
 
     def replace(self, settings: Settings) -> None:
-        self._table = buckets_from(settings)
+        self._table = asks_from(settings)
 
-    def __getitem__(self, caller: tuple[str, str]) -> tuple[Bucket, ...]:
+    def __getitem__(self, caller: tuple[str, str]) -> BudgetAsk:
         return self._table[caller]
 
 
-def buckets_from(settings: Settings) -> dict[tuple[str, str], tuple[Bucket, ...]]:
-    """Every (client, environment) pair's buckets, built once at start-up."""
-    table: dict[tuple[str, str], tuple[Bucket, ...]] = {}
+def asks_from(settings: Settings) -> dict[tuple[str, str], BudgetAsk]:
+    table: dict[tuple[str, str], BudgetAsk] = {}
     for client_name, client in settings.clients.items():
         for env in client.environments:
-            buckets = [environment_bucket(env, settings.environments[env].rate_limit_per_minute)]
-            if client.requests_per_minute is not None:
-                buckets.append(client_bucket(client_name, env, client.requests_per_minute))
-            table[(client_name, env)] = tuple(buckets)
+            limit = settings.environments[env].rate_limit_per_minute
+            table[(client_name, env)] = BudgetAsk(
+                key=key_budget(env),
+                client=client_name,
+                limit=limit,
+                burst=min(settings.budget.burst or limit, limit),
+                share=client.share,
+                client_limit=client.requests_per_minute or 0,
+                fair_share=settings.budget.fair_share,
+            )
     return table
 
 
 @dataclass(frozen=True, slots=True)
 class RateBudgetStage:
     store: Store
-    buckets: BucketTable | Mapping[tuple[str, str], tuple[Bucket, ...]]
+    asks: BudgetTable | Mapping[tuple[str, str], BudgetAsk]
     max_wait_s: float
     clock: Clock
     observer: BudgetObserver
     name: str = field(default="rate_budget")
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
-        tag = pause_tag(request.environment)
+        ask = self.asks[(request.client, request.environment)]
+        admission = await self.store.admit(ask, first=True)
+        started = self.clock.monotonic()
         waited = 0.0
-        while True:
-            max_wait = max(0.0, min(self.max_wait_s - waited, request.deadline - self.clock.monotonic()))
-            admission = await self.store.admit(self.buckets[(request.client, request.environment)], tag, max_wait)
-            if not admission.granted:
-                self.observer.budget_rejected(request)
+        while not admission.granted:
+            now = self.clock.monotonic()
+            allowed = min(self.max_wait_s - (now - started), request.deadline - now)
+            if admission.wait_s > allowed:
+                self.observer.budget_rejected(request, admission.limit)
                 raise RateBudgetExhausted(
                     f"no rate budget within {self.max_wait_s * 1000:.0f} ms for environment "
-                    f"{request.environment!r}",
+                    f"{request.environment!r} (held back by the {admission.limit} limit)",
                     retry_after_s=max(1, math.ceil(admission.wait_s)),
+                    details={"limit": admission.limit},
                 )
-            if admission.wait_s <= 0:
-                break
-            request.record.budget_wait_ms += admission.wait_s * 1000
-            waited += admission.wait_s
-            await self.clock.sleep(admission.wait_s)
-            if await self.store.pause_left(tag) <= 0:
-                break
-        self.observer.budget_waited(request, waited)
+            await self.clock.sleep(max(admission.wait_s, MIN_SLEEP_S))
+            admission = await self.store.admit(ask, first=False)
+            waited = self.clock.monotonic() - started
+        request.record.budget_wait_ms += waited * 1000
+        self.observer.budget_admitted(request, waited, admission.used, ask.limit)
 
         response = await next(request)
         if response.status == 429:
             pause = parse_retry_after(response.header("Retry-After"), now_wall=self.clock.wall())
             pause = DEFAULT_PAUSE_S if pause is None else pause
-            await self.store.pause(pause_tag(request.environment), pause)
+            await self.store.pause(ask.key, pause)
             self.observer.upstream_throttled(request, pause)
+        else:
+            seen = parse_rate_limit(response.header, now_wall=self.clock.wall())
+            if seen is not None:
+                await self.store.rate_limit_seen(ask.key, seen[0], seen[1], admission.seq)
         return response

@@ -11,23 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.store.rolling_budget import Admission, BudgetAsk
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """One rate budget: ``name`` is unique, ``tag`` groups buckets that are admitted together
-    (a Redis Cluster hash tag), ``interval_s`` = 60 / requests per minute."""
-
-    name: str
-    tag: str
-    interval_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """``granted``: send after ``wait_s``. Otherwise the earliest free slot is ``wait_s`` away."""
-
-    granted: bool
-    wait_s: float
+__all__ = ["Admission", "BreakerTransition", "BudgetAsk", "IdempotencyEntry", "IdempotencyState", "Store"]
 
 
 class IdempotencyState(enum.Enum):
@@ -58,9 +44,10 @@ class Store(Protocol):
     async def ping(self) -> None: ...
     async def reset(self) -> None: ...  # forget connections that may be stale
 
-    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission: ...
-    async def pause(self, pause_tag: str, seconds: float) -> None: ...
-    async def pause_left(self, pause_tag: str) -> float: ...
+    # The rate budget of one API key (rolling_budget.py): ``key`` is ``BudgetAsk.key``.
+    async def admit(self, ask: BudgetAsk, *, first: bool) -> Admission: ...
+    async def pause(self, key: str, seconds: float) -> None: ...
+    async def rate_limit_seen(self, key: str, remaining: int, reset_s: float, seq: int) -> None: ...
 
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None: ...
     async def breaker_transitions(self) -> dict[str, BreakerTransition]: ...

@@ -7,11 +7,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from gateway.clock import Clock, SystemClock
-from gateway.store import gcra
+from gateway.store import rolling_budget
 from gateway.store.base import (
     Admission,
     BreakerTransition,
-    Bucket,
+    BudgetAsk,
     IdempotencyEntry,
     IdempotencyState,
 )
@@ -66,8 +66,7 @@ class MemoryStore:
 
     def __init__(self, clock: Clock | None = None, *, max_records: int = MAX_RECORDS) -> None:
         self._clock = clock or SystemClock()
-        self._tats: dict[str, float] = {}
-        self._pauses: dict[str, float] = {}
+        self._budgets: dict[str, rolling_budget.KeyState] = {}
         self._breakers: dict[str, BreakerTransition] = {}
         self._probes = _ExpiringMap(self._clock, 10_000)
         self._idempotency = _ExpiringMap(self._clock, MAX_IDEMPOTENCY_ENTRIES)
@@ -92,16 +91,20 @@ class MemoryStore:
         return None
 
     # -- rate budget --------------------------------------------------------
-    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
-        now = self._clock.monotonic()
-        return gcra.admit(self._tats, self._pauses.get(pause_tag, 0.0), buckets, now, max_wait_s)
+    def _budget(self, key: str) -> rolling_budget.KeyState:
+        state = self._budgets.get(key)
+        if state is None:
+            state = self._budgets[key] = rolling_budget.KeyState()
+        return state
 
-    async def pause(self, pause_tag: str, seconds: float) -> None:
-        until = self._clock.monotonic() + seconds
-        self._pauses[pause_tag] = max(self._pauses.get(pause_tag, 0.0), until)
+    async def admit(self, ask: BudgetAsk, *, first: bool) -> Admission:
+        return rolling_budget.admit(self._budget(ask.key), ask, self._clock.monotonic(), first=first)
 
-    async def pause_left(self, pause_tag: str) -> float:
-        return max(0.0, self._pauses.get(pause_tag, 0.0) - self._clock.monotonic())
+    async def pause(self, key: str, seconds: float) -> None:
+        rolling_budget.pause(self._budget(key), self._clock.monotonic(), seconds)
+
+    async def rate_limit_seen(self, key: str, remaining: int, reset_s: float, seq: int) -> None:
+        rolling_budget.rate_limit_seen(self._budget(key), self._clock.monotonic(), remaining, reset_s, seq)
 
     # -- breaker ------------------------------------------------------------
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:

@@ -21,10 +21,11 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from gateway.errors import StoreError
+from gateway.store import rolling_budget
 from gateway.store.base import (
     Admission,
     BreakerTransition,
-    Bucket,
+    BudgetAsk,
     IdempotencyEntry,
     IdempotencyState,
 )
@@ -34,12 +35,12 @@ PREFIX = "pmcgw"
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
 
 
-def tat_key(bucket: Bucket) -> str:
-    return f"{PREFIX}:{{{bucket.tag}}}:tat:{bucket.name}"
+def budget_log_key(key: str) -> str:
+    return f"{PREFIX}:{{{key}}}:budget:log"
 
 
-def pause_key(tag: str) -> str:
-    return f"{PREFIX}:{{{tag}}}:pause"
+def budget_state_key(key: str) -> str:
+    return f"{PREFIX}:{{{key}}}:budget"
 
 
 def idempotency_key(scope: str) -> str:
@@ -141,17 +142,28 @@ class RedisStore:
             await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     # -- rate budget --------------------------------------------------------
-    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
-        keys = [pause_key(pause_tag), *(tat_key(b) for b in buckets)]
-        args = [int(max_wait_s * 1e6), *(int(b.interval_s * 1e6) for b in buckets)]
-        granted, wait_us = await self._fast_script("admit", keys, args)
-        return Admission(granted=bool(granted), wait_s=int(wait_us) / 1e6)
+    async def admit(self, ask: BudgetAsk, *, first: bool) -> Admission:
+        granted, wait_us, limit, used, seq, now_us = await self._fast_script(
+            "budget_admit",
+            [budget_log_key(ask.key), budget_state_key(ask.key)],
+            [
+                ask.client, ask.limit, ask.burst, repr(ask.share), ask.client_limit, int(ask.fair_share),
+                int(ask.window_s * 1e6), int(ask.interval_s * 1e6), int(first),
+                int(rolling_budget.MIN_AGE_S * 1e6), repr(rolling_budget.DEMAND_HEADROOM),
+            ],
+        )
+        reason = limit.decode() if isinstance(limit, bytes) else str(limit)
+        return Admission(bool(granted), int(wait_us) / 1e6, reason, int(used), int(seq), int(now_us) / 1e6)
 
-    async def pause(self, pause_tag: str, seconds: float) -> None:
-        await self._fast_script("pause", [pause_key(pause_tag)], [int(seconds * 1e6)])
+    async def pause(self, key: str, seconds: float) -> None:
+        await self._fast_script("budget_pause", [budget_state_key(key)], [int(seconds * 1e6)])
 
-    async def pause_left(self, pause_tag: str) -> float:
-        return int(await self._fast_script("pause_left", [pause_key(pause_tag)], [])) / 1e6
+    async def rate_limit_seen(self, key: str, remaining: int, reset_s: float, seq: int) -> None:
+        await self._fast_script(
+            "budget_rate_limit",
+            [budget_state_key(key)],
+            [remaining, int(reset_s * 1e6), seq, int(rolling_budget.NEXT_WINDOW_S * 1e6)],
+        )
 
     # -- breaker ------------------------------------------------------------
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:

@@ -4,10 +4,11 @@ Every call goes to the shared store first. When it fails, the store is marked do
 calls go straight to a local ``MemoryStore`` (no waiting on a dead Redis) until a
 background ping succeeds again, checked every ``recheck_s``. What each concern does while down:
 
-- rate budget: a conservative local share. Each bucket's rate becomes
-  ``floor(limit / members)`` per minute (at least 1), where ``members`` is the number of
-  gateway processes last seen heart-beating in Redis (at least this host's ``workers``),
-  so the group as a whole still stays within the upstream's limit.
+- rate budget: a conservative local share, by the same algorithm (fair share included, inside
+  this process). The key's limit, its burst and a client's cap each become
+  ``floor(value / members)`` (at least 1), where ``members`` is the number of gateway
+  processes last seen heart-beating in Redis (at least this host's ``workers``), so the
+  group as a whole still stays within the upstream's limit.
 - upstream 429 pauses, breaker states, half-open probes: local to this process.
 - idempotency: local to this process: a repeat reaching the same process is still
   replayed or refused; one reaching another replica is not protected.
@@ -28,7 +29,7 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.errors import StoreError
-from gateway.store.base import Admission, BreakerTransition, Bucket, IdempotencyEntry, Store
+from gateway.store.base import Admission, BreakerTransition, BudgetAsk, IdempotencyEntry, Store
 from gateway.store.memory import MemoryStore
 from gateway.tasks import stop_task
 
@@ -38,11 +39,14 @@ T = TypeVar("T")
 MEMBER_TTL_S = 10.0
 
 
-def local_share(bucket: Bucket, members: int) -> Bucket:
-    """The bucket one process may spend alone: ``floor(limit / members)`` per minute."""
-    limit = round(60 / bucket.interval_s)
-    share = max(1, math.floor(limit / max(1, members)))
-    return dataclasses.replace(bucket, interval_s=60 / share)
+def local_share(ask: BudgetAsk, members: int) -> BudgetAsk:
+    """The budget one process may spend alone: each figure ``floor(value / members)``."""
+    members = max(1, members)
+
+    def part(value: int) -> int:
+        return max(1, math.floor(value / members)) if value else 0
+
+    return dataclasses.replace(ask, limit=part(ask.limit), burst=part(ask.burst), client_limit=part(ask.client_limit))
 
 
 class ResilientStore:
@@ -134,23 +138,25 @@ class ResilientStore:
         return await local()
 
     # -- the Store interface, each with its fallback -----------------------
-    async def admit(self, buckets: Sequence[Bucket], pause_tag: str, max_wait_s: float) -> Admission:
+    async def admit(self, ask: BudgetAsk, *, first: bool) -> Admission:
         # _either spelled out: this runs on every upstream attempt, and the two closures
         # and the extra coroutine showed in the request path's profile.
         if self.healthy:
             try:
-                return await self._primary.admit(buckets, pause_tag, max_wait_s)
+                return await self._primary.admit(ask, first=first)
             except StoreError as exc:
                 self._mark_down(exc)
-        return await self._fallback.admit([local_share(b, self.members) for b in buckets], pause_tag, max_wait_s)
+        return await self._fallback.admit(local_share(ask, self.members), first=first)
 
-    async def pause(self, pause_tag: str, seconds: float) -> None:
-        await self._fallback.pause(pause_tag, seconds)  # also local: holds this process if Redis dies
-        await self._either(lambda: self._primary.pause(pause_tag, seconds), _none)
+    async def pause(self, key: str, seconds: float) -> None:
+        await self._fallback.pause(key, seconds)  # also local: holds this process if Redis dies
+        await self._either(lambda: self._primary.pause(key, seconds), _none)
 
-    async def pause_left(self, pause_tag: str) -> float:
-        return await self._either(
-            lambda: self._primary.pause_left(pause_tag), lambda: self._fallback.pause_left(pause_tag)
+    async def rate_limit_seen(self, key: str, remaining: int, reset_s: float, seq: int) -> None:
+        # ``seq`` numbers admissions of the store that made it: the shared one while healthy
+        await self._either(
+            lambda: self._primary.rate_limit_seen(key, remaining, reset_s, seq),
+            lambda: self._fallback.rate_limit_seen(key, remaining, reset_s, seq),
         )
 
     async def publish_breaker(self, name: str, transition: BreakerTransition) -> None:
@@ -198,7 +204,7 @@ class ResilientStore:
         return found
 
     async def heartbeat(self, member: str, ttl_s: float) -> int:
-        return self.members
+        return await self._either(lambda: self._primary.heartbeat(member, ttl_s), lambda: self._fallback.heartbeat(member, ttl_s))
 
     async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
         await self._fallback.put_snapshot(member, blob, ttl_s)

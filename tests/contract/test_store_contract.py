@@ -3,74 +3,93 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.store.base import BreakerTransition, Bucket, IdempotencyState, Store
+from gateway.clock import SystemClock
+from gateway.store.base import BreakerTransition, BudgetAsk, IdempotencyState, Store
 from gateway.store.memory import MemoryStore
-from gateway.store.redis import RedisStore, idempotency_key, pause_key, tat_key
+from gateway.store.redis import RedisStore, budget_log_key, budget_state_key, idempotency_key
+from gateway.store.resilient import ResilientStore
 
-BUCKET = Bucket("env:live", "env:live", 0.2)  # 300/min
+ASK = BudgetAsk("env:live", "web", limit=5, burst=5, period_s=1.0, margin_s=0.0)  # 5 per second
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "resilient"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    backend: Store = MemoryStore() if request.param == "memory" else RedisStore(request.getfixturevalue("redis_url"))
+    backend: Store
+    if request.param == "memory":
+        backend = MemoryStore()
+    elif request.param == "redis":
+        backend = RedisStore(request.getfixturevalue("redis_url"))
+    else:
+        primary = RedisStore(request.getfixturevalue("redis_url"))
+        backend = ResilientStore(primary, member_id="contract", min_members=1, clock=SystemClock())
     await backend.start()
     yield backend
     await backend.close()
 
 
-async def test_admission_spaces_requests_by_the_interval(store: Store) -> None:
-    waits = []
+async def test_an_idle_key_admits_its_burst_at_once_then_says_when(store: Store) -> None:
     for _ in range(5):
-        admission = await store.admit([BUCKET], "env:live", 2.0)
-        assert admission.granted
-        waits.append(admission.wait_s)
-    assert waits[0] < 0.05
-    for earlier, later in itertools.pairwise(waits):
-        assert later - earlier == pytest.approx(0.2, abs=0.05)  # each reserved the next slot
+        admission = await store.admit(ASK, first=True)
+        assert admission.granted and admission.wait_s == 0
+    assert admission.used == 5 and admission.seq == 5
+    refused = await store.admit(ASK, first=True)
+    assert not refused.granted and refused.limit == "key"
+    assert refused.wait_s == pytest.approx(ASK.window_s, abs=0.1)  # when the first one leaves the window
+    other = await store.admit(dataclasses.replace(ASK, key="env:test"), first=True)
+    assert other.granted  # other keys are untouched
 
 
-async def test_refusal_reserves_nothing_and_says_when(store: Store) -> None:
-    for _ in range(3):
-        assert (await store.admit([BUCKET], "env:live", 1.0)).granted
-    refused = await store.admit([BUCKET], "env:live", 0.1)
-    assert not refused.granted and refused.wait_s == pytest.approx(0.6, abs=0.05)
-    again = await store.admit([BUCKET], "env:live", 1.0)
-    assert again.granted and again.wait_s == pytest.approx(0.6, abs=0.05)  # the refusal took no slot
+async def test_beyond_the_burst_admissions_are_spaced(store: Store) -> None:
+    spaced = dataclasses.replace(ASK, burst=2)  # 5 per 1 s: one every 0.2 s after a burst of 2
+    assert [(await store.admit(spaced, first=True)).granted for _ in range(3)] == [True, True, False]
+    refused = await store.admit(spaced, first=True)
+    assert refused.limit == "key" and 0.1 < refused.wait_s <= 0.2
 
 
-async def test_all_buckets_or_none(store: Store) -> None:
-    tight = Bucket("client:live:web", "env:live", 10.0)
-    assert (await store.admit([BUCKET, tight], "env:live", 0.0)).granted
-    refused = await store.admit([BUCKET, tight], "env:live", 1.0)
-    assert not refused.granted  # the client's cap is spent…
-    key_only = await store.admit([BUCKET], "env:live", 1.0)
-    assert key_only.granted and key_only.wait_s == pytest.approx(0.2, abs=0.05)  # …and the refusal took no key slot
-    other = await store.admit([Bucket("env:test", "env:test", 0.2)], "env:test", 0.0)
-    assert other.granted  # …other keys are untouched
+async def test_a_client_cap_names_the_client(store: Store) -> None:
+    capped = dataclasses.replace(ASK, client="capped", client_limit=2)
+    assert (await store.admit(capped, first=True)).granted and (await store.admit(capped, first=True)).granted
+    refused = await store.admit(capped, first=True)
+    assert (refused.granted, refused.limit) == (False, "client")
+    assert (await store.admit(ASK, first=True)).granted  # the key still has room for others
+
+
+async def test_a_client_past_its_share_waits_for_one_within_it(store: Store) -> None:
+    noisy, quiet = (dataclasses.replace(ASK, client=c, limit=10, burst=10, period_s=5.0) for c in ("noisy", "quiet"))
+    assert (await store.admit(quiet, first=True)).granted  # the quiet one has asked: it holds a share
+    granted = 0
+    for _ in range(12):
+        granted += (await store.admit(noisy, first=True)).granted
+    refused = await store.admit(noisy, first=True)
+    assert granted < 9 and (refused.granted, refused.limit) == (False, "share")
+    assert (await store.admit(quiet, first=True)).granted  # never held back by the noisy one
 
 
 async def test_pause_holds_the_key(store: Store) -> None:
     await store.pause("env:live", 0.5)
-    refused = await store.admit([BUCKET], "env:live", 0.1)
-    assert not refused.granted and refused.wait_s == pytest.approx(0.5, abs=0.05)
-    granted = await store.admit([BUCKET], "env:live", 1.0)
-    assert granted.granted and granted.wait_s == pytest.approx(0.5, abs=0.05)
+    refused = await store.admit(ASK, first=True)
+    assert (refused.granted, refused.limit) == (False, "key") and refused.wait_s == pytest.approx(0.5, abs=0.05)
     await store.pause("env:live", 0.1)  # a shorter pause never shortens a longer one
-    assert (await store.admit([BUCKET], "env:live", 0.3)).granted is False
+    assert (await store.admit(ASK, first=False)).granted is False
+    await asyncio.sleep(0.55)
+    assert (await store.admit(ASK, first=False)).granted
 
 
-async def test_pause_left_counts_down(store: Store) -> None:
-    assert await store.pause_left("env:live") == 0
-    await store.pause("env:live", 0.4)
-    assert await store.pause_left("env:live") == pytest.approx(0.4, abs=0.05)
+async def test_rate_limit_headers_cap_the_key_until_their_reset(store: Store) -> None:
+    answered = await store.admit(ASK, first=True)
+    await store.admit(ASK, first=True)  # sent after the answered one: the upstream had not counted it
+    await store.rate_limit_seen("env:live", 2, 0.4, answered.seq)
+    assert (await store.admit(ASK, first=True)).granted
+    refused = await store.admit(ASK, first=True)
+    assert (refused.granted, refused.limit) == (False, "key") and refused.wait_s == pytest.approx(0.4, abs=0.05)
     await asyncio.sleep(0.45)
-    assert await store.pause_left("env:live") == 0
+    assert (await store.admit(ASK, first=True)).granted
 
 
 async def test_idempotency_lifecycle(store: Store) -> None:
@@ -122,7 +141,6 @@ async def test_records_and_snapshots(store: Store) -> None:
 
 
 def test_redis_keys_are_namespaced_with_hash_tags() -> None:
-    assert tat_key(BUCKET) == "pmcgw:{env:live}:tat:env:live"
-    assert tat_key(Bucket("client:live:web", "env:live", 1)) == "pmcgw:{env:live}:tat:client:live:web"
-    assert pause_key("env:live") == "pmcgw:{env:live}:pause"
+    assert budget_log_key("env:live") == "pmcgw:{env:live}:budget:log"
+    assert budget_state_key("env:live") == "pmcgw:{env:live}:budget"
     assert idempotency_key("web:live:abc") == "pmcgw:{idem:web:live:abc}"
