@@ -30,6 +30,9 @@ SERVER = "http_server_request_duration_seconds"
 CLIENT = "http_client_request_duration_seconds"
 
 
+BUDGET_WAIT = "pmc_gateway_budget_wait_seconds"
+
+
 def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
     q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
     if legend:
@@ -190,6 +193,24 @@ def slo_overview() -> dashboard.Dashboard:
         "Store reachable and API key age", pos(16, 40, 8, 8), "none",
         query("min(pmc_gateway_store_up)", "store up (1)", "A"),
         query("max by (pmc_environment) (pmc_gateway_api_key_age_days)", "key age, days: {{pmc_environment}}", "B"),
+    ))
+    d = d.with_row(dashboard.Row("Rate budget"))
+    d = d.with_panel(series(
+        "Key usage against its limit (admissions in the last 60 s)", pos(0, 49, 8, 8), "percentunit",
+        query("max by (pmc_environment) (pmc_gateway_budget_used_ratio)", "{{pmc_environment}}"),
+        description="1.0 is the key's whole per-minute limit. Every replica reports the key's shared figure, so max() is the key.",
+        steps=((None, "green"), (0.9, "orange"), (1, "red")),
+    ))
+    d = d.with_panel(series(
+        "Per client: admitted, waited for a slot, refused", pos(8, 49, 8, 8), "ops",
+        query(f"sum by (pmc_client) (rate({BUDGET_WAIT}_count[$__rate_interval]))", "admitted: {{pmc_client}}", "A"),
+        query(f"sum by (pmc_client) (rate({BUDGET_WAIT}_count[$__rate_interval])) - "
+              f'sum by (pmc_client) (rate({BUDGET_WAIT}_bucket{{le="0.0"}}[$__rate_interval]))', "waited: {{pmc_client}}", "B"),
+        query("sum by (pmc_client, limit) (rate(pmc_gateway_budget_rejected_total[$__rate_interval]))", "refused ({{limit}}): {{pmc_client}}", "C"),
+    ))
+    d = d.with_panel(series(
+        "Budget wait p95 by client (waits only show above zero)", pos(16, 49, 8, 8), "s",
+        query(f"histogram_quantile(0.95, sum by (le, pmc_client) (rate({BUDGET_WAIT}_bucket[$__rate_interval])))", "{{pmc_client}}"),
     ))
     return d
 

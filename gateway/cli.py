@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--redis", default=None, metavar="URL", help="use this Redis (default: start a private redis-server if installed)")
     bench.add_argument("--quick", action="store_true", help="a short run (a smoke test, not a measurement)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument("--scenarios", action="store_true", help="the rate-budget scenarios instead: direct vs two replicas on one Redis (bench/README.md)")
+    bench.add_argument("--latency-ms", type=_positive_float, default=50, help="with --scenarios: the simulator's mean latency")
+    bench.add_argument("--max-wait-ms", type=int, default=1000, help="with --scenarios: the gateways' budget.max_wait_ms")
     return parser
 
 
@@ -174,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.sim.server import run_from_args
 
             return run_from_args(args)
+        if args.command == "bench" and args.scenarios:
+            from gateway.bench.scenarios import run_from_args as run_scenarios
+
+            return run_scenarios(args)
         if args.command == "bench":
             from gateway.bench.runner import run_from_args as run_bench
 

@@ -49,3 +49,23 @@ def test_quick_bench_measures_every_target_and_renders_the_table() -> None:
     assert "pmc-gateway" in table and "CPU µs/req" in table and "added" in table and "(memory store)" in table and "(varying 20 ms)" in table
     assert "where the CPU goes" in table and "the features cost" in table
     assert "[x] RSS ≤ 150 MB" in table or "[ ] RSS ≤ 150 MB" in table
+
+
+def test_quick_budget_scenarios_compare_direct_and_two_replicas() -> None:
+    from gateway.bench.scenarios import render as render_scenarios
+
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "bench", "--scenarios", "--quick", "--json", "--latency-ms", "5"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert [s["name"] for s in result["scenarios"]] == ["bursts", "overload", "neighbours"]
+    for scenario in result["scenarios"]:
+        assert {row["target"] for row in scenario["rows"]} == {"direct", "gateway"}
+        gateway = [row for row in scenario["rows"] if row["target"] == "gateway"]
+        assert all(row["upstream429"] == 0 and row["otherErrors"] == 0 for row in gateway)
+        assert scenario["mostSentIn60s"]["gateway"] <= result["limitPerMinute"]
+    bursts = next(s for s in result["scenarios"] if s["name"] == "bursts")
+    assert all(row["ok"] == row["asked"] for row in bursts["rows"])
+    assert "most requests any rolling 60 s" in render_scenarios(result)

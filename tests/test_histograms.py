@@ -143,3 +143,19 @@ async def test_otlp_without_prometheus_pushes_the_histograms_and_exposes_nothing
         await receiver.stop()
     assert receiver.received.histogram_counts.get("http.server.request.duration") == 5
     assert exposition == ""
+
+
+def test_a_budget_wait_of_zero_is_counted_as_zero() -> None:
+    """histogram_quantile over the first bucket interpolated a zero wait to 4.75 ms: a 0 bucket keeps it 0."""
+    telemetry = Telemetry(TelemetrySettings(), member_id="t")
+    try:
+        _record_traffic(telemetry)
+        telemetry.declare_budgets([("booking-web", "live")])
+        exposition = generate_latest(telemetry.registry).decode()
+    finally:
+        telemetry.shutdown()
+    zero = [line for line in exposition.splitlines() if line.startswith("pmc_gateway_budget_wait_seconds_bucket") and 'le="0.0"' in line]
+    assert zero and zero[0].endswith(" 4.0")  # all four waits were zero
+    refused = {line.split(" ")[0] for line in exposition.splitlines() if line.startswith("pmc_gateway_budget_rejected_total")}
+    assert {f'limit="{limit}"' in " ".join(refused) for limit in ("key", "client", "share")} == {True}
+    assert 'pmc_gateway_budget_used_ratio{pmc_environment="live"} 0.0' in exposition

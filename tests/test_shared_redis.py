@@ -82,10 +82,10 @@ async def test_two_and_three_processes_admit_exactly_the_limit_per_window(upstre
         upstream.received.clear()
         outcomes: list[tuple[int, bytes]] = []
 
-        async def caller(url: str) -> None:
+        async def caller(url: str, into: list[tuple[int, bytes]] = outcomes) -> None:
             for _ in range(15):
                 status, _, body = await call(session, "GET", f"{url}/v1/users/me")
-                outcomes.append((status, body))
+                into.append((status, body))
 
         started = time.monotonic()
         await asyncio.gather(*(caller(p.url) for p in replicas for _ in range(4)))

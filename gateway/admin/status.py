@@ -28,38 +28,49 @@ USAGE_WINDOW_S = 60
 
 
 class UsageWindow:
-    """Upstream attempts per (environment, client) over the last minute, in one-second slots.
+    """Per (environment, client) over the last minute, in one-second slots: upstream attempts,
+    requests that waited for a budget slot, requests refused by the budget.
 
     Slots, not one entry per attempt: at thousands of requests a second a per-attempt list
     held ~150,000 entries (~12 MB) and cost a full pass at every publish."""
 
+    KINDS = ("attempts", "waited", "refused")
+
     def __init__(self, clock: Clock, window_s: int = USAGE_WINDOW_S) -> None:
         self._clock = clock
         self._window_s = window_s
-        self._slots: deque[tuple[int, dict[tuple[str, str], int]]] = deque()  # (second, counts), oldest first
+        self._slots: deque[tuple[int, dict[tuple[str, str, str], int]]] = deque()  # (second, counts), oldest first
 
-    def add(self, environment: str, client: str, attempts: int) -> None:
+    def add(self, environment: str, client: str, attempts: int, kind: str = "attempts") -> None:
         second = int(self._clock.monotonic())
         if not self._slots or self._slots[-1][0] != second:
             self._slots.append((second, {}))
             self._expire(second)
         counts = self._slots[-1][1]
-        key = (environment, client)
+        key = (environment, client, kind)
         counts[key] = counts.get(key, 0) + attempts
 
     def _expire(self, second: int) -> None:
         while self._slots and self._slots[0][0] <= second - self._window_s:
             self._slots.popleft()
 
-    def counts(self) -> dict[str, int]:
-        """``{"environment|client": attempts}`` over the window."""
+    def _totals(self, kind: str) -> dict[str, int]:
         self._expire(int(self._clock.monotonic()))
         total: dict[str, int] = {}
         for _, counts in self._slots:
-            for (environment, client), n in counts.items():
-                key = f"{environment}|{client}"
-                total[key] = total.get(key, 0) + n
+            for (environment, client, counted), n in counts.items():
+                if counted == kind:
+                    key = f"{environment}|{client}"
+                    total[key] = total.get(key, 0) + n
         return total
+
+    def counts(self) -> dict[str, int]:
+        """``{"environment|client": attempts}`` over the window."""
+        return self._totals("attempts")
+
+    def budget(self) -> dict[str, dict[str, int]]:
+        """``{kind: {"environment|client": n}}`` over the window, for every kind."""
+        return {kind: self._totals(kind) for kind in self.KINDS}
 
 
 def is_failure(record: RequestRecord) -> bool:
@@ -94,8 +105,13 @@ class StatusBoard:
         if record.client is None:  # admin, health and webhook calls are not the SLO's traffic
             return
         self.slo.observe(record.route, record.status or 0, record.latency_ms)
+        environment = record.environment or ""
         if record.attempts:
-            self._usage.add(record.environment or "", record.client, len(record.attempts))
+            self._usage.add(environment, record.client, len(record.attempts))
+        if record.budget_wait_ms > 0:
+            self._usage.add(environment, record.client, 1, "waited")
+        if record.error_code == "RATE_BUDGET_EXHAUSTED":
+            self._usage.add(environment, record.client, 1, "refused")
         if is_failure(record):
             self._failures.appendleft(
                 {
@@ -118,6 +134,7 @@ class StatusBoard:
             "slo": self.slo.snapshot(),
             "failures": list(self._failures),
             "usage": self._usage.counts(),
+            "budgetUse": self._usage.budget(),
             **self._extra_snapshot(),
         }
 
@@ -150,15 +167,20 @@ class StatusBoard:
             (f for s in snapshots for f in s["failures"]), key=lambda f: f["at"], reverse=True
         )[:RECENT_FAILURES]
         usage: dict[str, int] = {}
+        budget_use: dict[str, dict[str, int]] = {kind: {} for kind in UsageWindow.KINDS}
         for s in snapshots:
             for key, count in s["usage"].items():
                 usage[key] = usage.get(key, 0) + count
+            for kind, counts in s.get("budgetUse", {}).items():
+                for key, count in counts.items():
+                    budget_use[kind][key] = budget_use[kind].get(key, 0) + count
         document: dict[str, object] = {
             "members": [s["member"] for s in snapshots],
             "targets": {"latencyMs": self._latency_target_ms, "availability": self._availability_target},
             "slo": merge([s["slo"] for s in snapshots], self._availability_target),
             "recentFailures": failures,
             "budgetUseLastMinute": usage,
+            "budgetByClientLastMinute": budget_use,
         }
         for name, section in self._sections.items():
             document[name] = section()
