@@ -185,3 +185,46 @@ def test_bad_flags_exit_2_with_one_line() -> None:
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "gateway.cli", command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "usage: pmc-gateway" in result.stdout
+
+
+BUDGET = """
+[budget]
+burst = {burst}
+[environments.live]
+api_key_env = "PMC_LIVE_API_KEY"
+rate_limit_per_minute = 120
+[clients.web]
+token_sha256 = "{digest}"
+environments = ["live"]
+share = {share}
+requests_per_minute = {cap}
+[webhooks]
+secret_envs = []
+"""
+
+
+def _budget_config(tmp_path: Path, *, burst: int = 0, share: float = 1, cap: int = 60) -> Path:
+    path = tmp_path / "budget.toml"
+    path.write_text(BUDGET.format(burst=burst, share=share, cap=cap, digest="a" * 64))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"burst": -1}, "budget.burst: Input should be greater than or equal to 0"),
+        ({"burst": 121}, "budget.burst: 121 is above environments.live.rate_limit_per_minute (120)"),
+        ({"share": 0}, "clients.web.share: Input should be greater than 0"),
+        ({"share": -2}, "clients.web.share: Input should be greater than 0"),
+    ],
+)
+def test_bad_budget_settings_are_named(tmp_path: Path, values: dict[str, float], problem: str) -> None:
+    result = check_config(_budget_config(tmp_path, **values))  # type: ignore[arg-type]
+    assert result.returncode == 2 and problem in result.stderr, result.stderr
+
+
+def test_a_client_cap_above_its_environments_limit_is_a_warning(tmp_path: Path) -> None:
+    result = check_config(_budget_config(tmp_path, burst=10, share=2.5, cap=500), example_env())
+    assert result.returncode == 0, result.stderr
+    assert "warning: clients.web.requests_per_minute: 500 is above environments.live.rate_limit_per_minute (120)" in result.stderr
+    assert "warning" not in check_config(_budget_config(tmp_path, cap=120), example_env()).stderr
