@@ -78,6 +78,8 @@ class GuardedBreaker:
         self._probe_ttl_s = probe_ttl_s
         self._on_transition = on_transition
         self._probe_in_flight = False
+        self._trials = 0
+        self._probe_token = ""
         self._applying_remote = False
         self._pending: set[asyncio.Task[None]] = set()
         self.cb = pybreaker.CircuitBreaker(
@@ -113,8 +115,10 @@ class GuardedBreaker:
         if self._probe_in_flight:
             raise CircuitOpen(f"circuit {self.name} is half-open; its trial is in flight", retry_after_s=1)
         self._probe_in_flight = True
+        self._trials += 1
+        self._probe_token = f"{self._member_id}:{self._trials}"
         try:
-            claimed = await self._store.claim_probe(self.name, self._probe_ttl_s)
+            claimed = await self._store.claim_probe(self.name, self._probe_ttl_s, self._probe_token)
         except StoreError:
             claimed = True  # the resilient store already fell back; never block on it
         if not claimed:
@@ -122,8 +126,12 @@ class GuardedBreaker:
             raise CircuitOpen(f"circuit {self.name} is half-open; another replica is probing", retry_after_s=1)
         return True
 
-    def end_trial(self) -> None:
+    async def end_trial(self) -> None:
+        """The trial answered: its claim goes, so the next open period can have its own trial
+        (the claim's TTL is only for a replica that dies mid-trial)."""
         self._probe_in_flight = False
+        with contextlib.suppress(StoreError):
+            await self._store.release_probe(self.name, self._probe_token)
 
     def record_success(self) -> None:
         if self.storage.state == pybreaker.STATE_CLOSED and self.storage.counter == 0:
@@ -255,7 +263,7 @@ class BreakerStage:
             raise
         finally:
             if is_trial:
-                breaker.end_trial()
+                await breaker.end_trial()
         if is_failure(response):
             breaker.record_failure(UpstreamServerError(response.status))
         else:

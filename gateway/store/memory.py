@@ -115,11 +115,15 @@ class MemoryStore:
     async def breaker_transitions(self) -> dict[str, BreakerTransition]:
         return dict(self._breakers)
 
-    async def claim_probe(self, name: str, ttl_s: float) -> bool:
+    async def claim_probe(self, name: str, ttl_s: float, token: str) -> bool:
         if self._probes.get(name) is not None:
             return False
-        self._probes.set(name, True, ttl_s)
+        self._probes.set(name, token, ttl_s)
         return True
+
+    async def release_probe(self, name: str, token: str) -> None:
+        if self._probes.get(name) == token:
+            self._probes.delete(name)
 
     # -- idempotency --------------------------------------------------------
     async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:

@@ -181,8 +181,11 @@ class RedisStore:
             transitions[name.decode()] = BreakerTransition(state, float(at), origin)
         return transitions
 
-    async def claim_probe(self, name: str, ttl_s: float) -> bool:
-        return bool(await self._run(self.client.set(probe_key(name), b"1", nx=True, px=int(ttl_s * 1000))))
+    async def claim_probe(self, name: str, ttl_s: float, token: str) -> bool:
+        return bool(await self._run(self.client.set(probe_key(name), token, nx=True, px=int(ttl_s * 1000))))
+
+    async def release_probe(self, name: str, token: str) -> None:
+        await self._script("probe_release", [probe_key(name)], [token])
 
     # -- idempotency --------------------------------------------------------
     async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:

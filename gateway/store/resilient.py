@@ -166,11 +166,15 @@ class ResilientStore:
     async def breaker_transitions(self) -> dict[str, BreakerTransition]:
         return await self._either(self._primary.breaker_transitions, self._fallback.breaker_transitions)
 
-    async def claim_probe(self, name: str, ttl_s: float) -> bool:
+    async def claim_probe(self, name: str, ttl_s: float, token: str) -> bool:
         return await self._either(
-            lambda: self._primary.claim_probe(name, ttl_s),
-            lambda: self._fallback.claim_probe(name, ttl_s),
+            lambda: self._primary.claim_probe(name, ttl_s, token),
+            lambda: self._fallback.claim_probe(name, ttl_s, token),
         )
+
+    async def release_probe(self, name: str, token: str) -> None:
+        await self._fallback.release_probe(name, token)
+        await self._either(lambda: self._primary.release_probe(name, token), _none)
 
     async def idempotency_begin(self, scope: str, fingerprint: str, lock_ttl_s: float) -> IdempotencyEntry:
         return await self._either(

@@ -125,10 +125,14 @@ async def test_breaker_transitions_last_writer_wins(store: Store) -> None:
 
 
 async def test_one_probe_at_a_time(store: Store) -> None:
-    assert await store.claim_probe("live:/v1/users/me", 0.3)
-    assert not await store.claim_probe("live:/v1/users/me", 0.3)
+    assert await store.claim_probe("live:/v1/users/me", 0.3, "a:1")
+    assert not await store.claim_probe("live:/v1/users/me", 0.3, "b:1")
+    await store.release_probe("live:/v1/users/me", "b:1")  # not b's claim: it stays
+    assert not await store.claim_probe("live:/v1/users/me", 0.3, "b:2")
+    await store.release_probe("live:/v1/users/me", "a:1")
+    assert await store.claim_probe("live:/v1/users/me", 0.3, "b:3")
     await asyncio.sleep(0.4)
-    assert await store.claim_probe("live:/v1/users/me", 0.3)
+    assert await store.claim_probe("live:/v1/users/me", 0.3, "c:1")
 
 
 async def test_records_and_snapshots(store: Store) -> None:
