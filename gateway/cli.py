@@ -107,14 +107,15 @@ def _check_config(path: str) -> int:
     from gateway import settings
 
     try:
-        loaded = settings.load(path)
-        settings.resolve_secrets(loaded)
+        problems, warnings = settings.check(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
-    for warning in settings.warnings(loaded):
+        problems, warnings = exc.problems, []
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
     print(f"{path}: ok")
     return 0
 

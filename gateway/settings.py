@@ -373,17 +373,61 @@ def parse(document: Mapping[str, object]) -> Settings:
     return settings
 
 
-def load(path: str | Path) -> Settings:
-    """Read and validate a TOML config file."""
+def read_document(path: str | Path) -> dict[str, object]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError([f"(file): cannot read {path}: {exc.strerror or exc}"]) from None
     try:
-        document = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"(file): not valid TOML: {exc}"]) from None
-    return parse(document)
+
+
+def load(path: str | Path) -> Settings:
+    """Read and validate a TOML config file."""
+    return parse(read_document(path))
+
+
+def check(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """``(problems, warnings)`` of a config file and the secrets it names: every problem at once
+    (SPEC §2), so an unknown key does not hide an unset variable. When only unknown keys stop
+    the schema, the rest is still checked as if they were not there."""
+    document = read_document(path)
+    try:
+        loaded = parse(document)
+    except ConfigError as exc:
+        problems = exc.problems
+        try:
+            Settings.model_validate(document)
+        except ValidationError as invalid:
+            errors = invalid.errors()
+            if any(e["type"] != "extra_forbidden" for e in errors):
+                return problems, []
+            for error in errors:
+                _drop(document, error["loc"])
+        try:
+            loaded = parse(document)
+        except ConfigError:
+            return problems, []
+        try:
+            resolve_secrets(loaded, environ)
+        except ConfigError as secret_problems:
+            problems = problems + secret_problems.problems
+        return problems, []
+    try:
+        resolve_secrets(loaded, environ)
+    except ConfigError as exc:
+        return exc.problems, warnings(loaded)
+    return [], warnings(loaded)
+
+
+def _drop(document: dict[str, object], loc: tuple[int | str, ...]) -> None:
+    node: object = document
+    for part in loc[:-1]:
+        node = node[part] if isinstance(node, dict) else node[int(part)] if isinstance(node, list) else None  # type: ignore[index]
+    if isinstance(node, dict):
+        node.pop(str(loc[-1]), None)
 
 
 @dataclass(frozen=True, slots=True)

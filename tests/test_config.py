@@ -228,3 +228,15 @@ def test_a_client_cap_above_its_environments_limit_is_a_warning(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "warning: clients.web.requests_per_minute: 500 is above environments.live.rate_limit_per_minute (120)" in result.stderr
     assert "warning" not in check_config(_budget_config(tmp_path, cap=120), example_env()).stderr
+
+
+def test_an_unknown_key_does_not_hide_an_unset_variable(tmp_path: Path) -> None:
+    """Regression (issue 21): only the unknown key was printed; SPEC §2 says every problem."""
+    path = tmp_path / "both.toml"
+    path.write_text(EXAMPLE.read_text().replace("[budget]\n", '[budget]\ncolour = "blue"\n', 1))
+    env = example_env()
+    env.pop("PMC_LIVE_API_KEY")
+    result = check_config(path, {**env, "PMC_LIVE_API_KEY": None})  # type: ignore[dict-item]
+    assert result.returncode == 2
+    assert "budget.colour: unknown key" in result.stderr
+    assert "environments.live.api_key_env: environment variable PMC_LIVE_API_KEY is not set" in result.stderr
