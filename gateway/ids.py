@@ -27,7 +27,32 @@ def ulid(now_ms: int | None = None, randomness: bytes | None = None) -> str:
     return "".join(out)
 
 
-def new_request_id(make_ulid: Callable[[], str] = ulid) -> str:
+class MonotonicUlids:
+    """ULIDs that sort in the order they were made: within one millisecond (or if the clock
+    steps back) each is the previous one plus one, the ULID spec's monotonic mode. Random
+    ULIDs made in the same millisecond sorted by chance, not by time."""
+
+    def __init__(self, rng: random.Random | None = None, clock_ms: Callable[[], int] | None = None) -> None:
+        self._rng = rng or _entropy
+        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._ms = -1
+        self._rand = 0
+
+    def __call__(self) -> str:
+        ms = self._clock_ms()
+        if ms > self._ms:
+            self._ms, self._rand = ms, self._rng.getrandbits(80)
+        elif self._rand + 1 < 1 << 80:
+            self._rand += 1
+        else:  # 2^80 ids in one millisecond: borrow the next one
+            self._ms, self._rand = self._ms + 1, 0
+        return ulid(self._ms, self._rand.to_bytes(10, "big"))
+
+
+_ulids = MonotonicUlids()
+
+
+def new_request_id(make_ulid: Callable[[], str] = _ulids) -> str:
     return "req_" + make_ulid()
 
 
