@@ -20,11 +20,13 @@ from grafana_foundation_sdk.models.dashboard import (
     ThresholdsMode,
 )
 
+from dashboards import slo
+
 HERE = Path(__file__).resolve().parent
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
-PROXIED = 'pmc_client!=""'
-BUDGET = 0.0005  # 1 - 0.9995
-TARGET_S = 0.18
+PROXIED = slo.PROXIED
+SLOS = slo.Slos()
+TARGET_S = SLOS.average_s
 
 SERVER = "http_server_request_duration_seconds"
 CLIENT = "http_client_request_duration_seconds"
@@ -75,13 +77,6 @@ def datasource_variable() -> dashboard.DatasourceVariable:
     return dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
 
 
-def error_ratio(window: str) -> str:
-    return (
-        f'sum(rate({SERVER}_count{{{PROXIED},http_response_status_code=~"5.."}}[{window}]))'
-        f" / sum(rate({SERVER}_count{{{PROXIED}}}[{window}]))"
-    )
-
-
 def quantile(q: float, metric: str = SERVER, selector: str = PROXIED) -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
 
@@ -105,44 +100,45 @@ def slo_overview() -> dashboard.Dashboard:
         .link(dashboard.DashboardLink("Incident triage").type(DashboardLinkType.DASHBOARDS).tags(["pmc-gateway"]).keep_time(True))
     )
     d = d.with_row(dashboard.Row("Targets"))
+    availability, added, tail = slo.slis(SLOS)
     d = d.with_panel(stat_panel(
-        "Availability (30 d)", f"1 - ({error_ratio('30d')})", "percentunit", pos(0, 1, 4, 4),
-        ((None, "red"), (0.9995, "green")), decimals=4,
+        "Availability (30 d)", f"1 - ({slo.ratio(availability.bad, availability.total, '30d')})", "percentunit", pos(0, 1, 4, 4),
+        ((None, "red"), (SLOS.availability, "green")), decimals=4,
     ))
     d = d.with_panel(stat_panel(
-        "Error budget left (30 d)", f"1 - ({error_ratio('30d')}) / {BUDGET}", "percentunit", pos(4, 1, 4, 4),
+        "Error budget left (30 d)", f"clamp_min(1 - ({availability.record('30d')}) / {availability.budget:g}, 0)", "percentunit", pos(4, 1, 4, 4),
         ((None, "red"), (0.25, "orange"), (0.5, "green")), decimals=1,
     ))
     d = d.with_panel(stat_panel(
-        "Average latency (5 m)", "pmc_gateway:latency_avg_seconds:rate5m", "s", pos(8, 1, 4, 4),
-        ((None, "green"), (TARGET_S, "red")),
+        f"Average latency (5 m) against {SLOS.average_s * 1000:g} ms", "pmc_gateway:latency_avg_seconds:rate5m", "s", pos(8, 1, 4, 4),
+        ((None, "green"), (SLOS.average_s, "red")),
     ))
     d = d.with_panel(stat_panel(
-        "Requests under 180 ms (5 m)",
-        f'sum(rate({SERVER}_bucket{{{PROXIED},le="0.18"}}[5m])) / sum(rate({SERVER}_count{{{PROXIED}}}[5m]))',
-        "percentunit", pos(12, 1, 4, 4), ((None, "red"), (0.9995, "green")), decimals=2,
+        f"Gateway-added latency under {SLOS.added_s * 1000:g} ms (1 h)", f"1 - ({added.record('1h')})",
+        "percentunit", pos(12, 1, 4, 4), ((None, "red"), (SLOS.added_objective, "green")), decimals=3,
     ))
     d = d.with_panel(stat_panel(
-        "Request rate", f"sum(rate({SERVER}_count{{{PROXIED}}}[5m]))", "reqps", pos(16, 1, 4, 4), ((None, "blue"),), decimals=2,
+        f"Requests under {SLOS.tail_s * 1000:g} ms (1 h)", f"1 - ({tail.record('1h')})",
+        "percentunit", pos(16, 1, 4, 4), ((None, "red"), (SLOS.tail_objective, "green")), decimals=3,
     ))
     d = d.with_panel(stat_panel(
         "Open breakers", "count(max by (pmc_environment, http_route) (pmc_gateway_breaker_state) == 2) or vector(0)",
         "none", pos(20, 1, 4, 4), ((None, "green"), (1, "red")), decimals=0,
     ))
-    d = d.with_panel(series(
-        "Availability burn rate (× budget)", pos(0, 5, 12, 8), "none",
-        *(query(f"pmc_gateway:availability_errors:ratio_rate{w} / {BUDGET}", f"{w}", ref) for ref, w in zip("ABCDE", ("5m", "30m", "1h", "6h", "3d"), strict=True)),
-        description="Pages at 14.4 (1 h and 5 m), 6 (6 h and 30 m); a ticket at 1 (3 d and 6 h).",
-        steps=((None, "green"), (1, "yellow"), (6, "orange"), (14.4, "red")),
-    ))
-    d = d.with_panel(series(
-        "Latency burn rate (× budget; slower than 180 ms)", pos(12, 5, 12, 8), "none",
-        *(query(f"pmc_gateway:latency_slow:ratio_rate{w} / {BUDGET}", f"{w}", ref) for ref, w in zip("ABCDE", ("5m", "30m", "1h", "6h", "3d"), strict=True)),
-        steps=((None, "green"), (1, "yellow"), (6, "orange"), (14.4, "red")),
-    ))
+    burn_steps = ((None, "green"), (1, "yellow"), (6, "orange"), (14.4, "red"))
+    for x, sli, note in (
+        (0, availability, "Pages at 14.4 (1 h and 5 m) and 6 (6 h and 30 m); a ticket at 1 (3 d and 6 h)."),
+        (8, added, "What the gateway itself adds. Pages like availability: this part is the gateway team's."),
+        (16, tail, "End-to-end, PinmyCal's latency included: tickets, never pages."),
+    ):
+        d = d.with_panel(series(
+            f"{sli.alert} burn rate (× budget)", pos(x, 5, 8, 8), "none",
+            *(query(f"{sli.record(w)} / {sli.budget:g}", f"{w}", ref) for ref, w in zip("ABCDE", slo.WINDOWS[:5], strict=True)),
+            description=note, steps=burn_steps,
+        ))
     d = d.with_row(dashboard.Row("Latency"))
     d = d.with_panel(series(
-        "Latency avg / p50 / p95 / p99 against 180 ms", pos(0, 14, 12, 8), "s",
+        f"Latency avg / p50 / p95 / p99 against {TARGET_S * 1000:g} ms (an average target)", pos(0, 14, 12, 8), "s",
         query(f"sum(rate({SERVER}_sum{{{PROXIED}}}[$__rate_interval])) / sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "avg", "A"),
         query(quantile(0.5), "p50", "B"), query(quantile(0.95), "p95", "C"), query(quantile(0.99), "p99", "D"),
         steps=((None, "green"), (TARGET_S, "red")),
@@ -152,9 +148,7 @@ def slo_overview() -> dashboard.Dashboard:
         query(f"sum(rate({CLIENT}_sum[$__rate_interval])) / sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "upstream (all attempts)", "A"),
         query("sum(rate(pmc_gateway_budget_wait_seconds_sum[$__rate_interval])) / "
               f"sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "rate-budget wait", "B"),
-        query(f"(sum(rate({SERVER}_sum{{{PROXIED}}}[$__rate_interval])) - sum(rate({CLIENT}_sum[$__rate_interval])) "
-              "- sum(rate(pmc_gateway_budget_wait_seconds_sum[$__rate_interval]))) "
-              f"/ sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "gateway + backoff", "C"),
+        query(f"sum(rate({slo.ADDED}_sum[$__rate_interval])) / sum(rate({slo.ADDED}_count[$__rate_interval]))", "gateway itself (added)", "C"),
     ))
     d = d.with_row(dashboard.Row("Traffic"))
     d = d.with_panel(series("Requests by client", pos(0, 23, 8, 8), "reqps",
@@ -185,14 +179,20 @@ def slo_overview() -> dashboard.Dashboard:
         query("histogram_quantile(0.95, sum by (le, pmc_environment) (rate(pmc_gateway_budget_wait_seconds_bucket[$__rate_interval])))", "{{pmc_environment}}"),
     ))
     d = d.with_panel(series(
-        "Webhooks: rejections by reason and delivery backlog", pos(8, 40, 8, 8), "none",
-        query("sum by (reason) (increase(pmc_gateway_webhook_rejected_total[$__rate_interval]))", "rejected: {{reason}}", "A"),
-        query("max(pmc_gateway_webhook_delivery_backlog)", "backlog", "B"),
+        "Webhook rejections by reason", pos(8, 40, 8, 8), "ops",
+        query("sum by (reason) (rate(pmc_gateway_webhook_rejected_total[$__rate_interval]))", "rejected/s: {{reason}}", "A"),
     ))
     d = d.with_panel(series(
-        "Store reachable and API key age", pos(16, 40, 8, 8), "none",
-        query("min(pmc_gateway_store_up)", "store up (1)", "A"),
-        query("max by (pmc_environment) (pmc_gateway_api_key_age_days)", "key age, days: {{pmc_environment}}", "B"),
+        "Webhook delivery backlog", pos(16, 40, 4, 8), "none",
+        query("max(pmc_gateway_webhook_delivery_backlog)", "backlog", "A"),
+    ))
+    d = d.with_panel(series(
+        "Store reachable (1) or not (0)", pos(20, 40, 4, 4), "none",
+        query("min(pmc_gateway_store_up)", "store up", "A"),
+    ))
+    d = d.with_panel(series(
+        "API key age", pos(20, 44, 4, 4), "d",
+        query("max by (pmc_environment) (pmc_gateway_api_key_age_days)", "{{pmc_environment}}", "A"),
     ))
     d = d.with_row(dashboard.Row("Rate budget"))
     d = d.with_panel(series(
@@ -261,15 +261,23 @@ def incident_triage() -> dashboard.Dashboard:
         query(f"sum by (http_response_status_code, error_type) (rate({CLIENT}_count[$__rate_interval]))", "{{http_response_status_code}} {{error_type}}"),
     ))
     d = d.with_panel(series(
-        "Retries and breakers", pos(12, 16, 12, 8), "none",
-        query("sum by (http_route, reason) (rate(pmc_gateway_retries_total[$__rate_interval]))", "retry {{http_route}} {{reason}}", "A"),
-        query("max by (pmc_environment, http_route) (pmc_gateway_breaker_state)", "breaker {{pmc_environment}} {{http_route}}", "B"),
+        "Retries", pos(12, 16, 6, 8), "ops",
+        query("sum by (http_route, reason) (rate(pmc_gateway_retries_total[$__rate_interval]))", "{{http_route}} {{reason}}", "A"),
     ))
     d = d.with_panel(series(
-        "Gateway refusals by client", pos(0, 24, 24, 8), "ops",
-        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{{by_client},http_response_status_code=~"429|503"}}[$__rate_interval]))',
+        "Breakers (0 closed, 1 half-open, 2 open)", pos(18, 16, 6, 8), "none",
+        query("max by (pmc_environment, http_route) (pmc_gateway_breaker_state)", "{{pmc_environment}} {{http_route}}", "A"),
+    ))
+    d = d.with_panel(series(
+        "Gateway refusals by client (answers the gateway made, not passed through)", pos(0, 24, 16, 8), "ops",
+        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{{by_client},pmc_source="gateway"}}[$__rate_interval]))',
               "{{pmc_client}} {{http_response_status_code}}", "A"),
-        query('sum by (pmc_client) (rate(pmc_gateway_budget_rejected_total{pmc_client=~"${client:regex}"}[$__rate_interval]))', "budget refused: {{pmc_client}}", "B"),
+        query('sum by (pmc_client, limit) (rate(pmc_gateway_budget_rejected_total{pmc_client=~"${client:regex}"}[$__rate_interval]))', "budget refused ({{limit}}): {{pmc_client}}", "B"),
+    ))
+    d = d.with_panel(series(
+        "Callers locked out (401 unknown token, 403 by client)", pos(16, 24, 8, 8), "ops",
+        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{http_response_status_code=~"401|403",pmc_source="gateway",http_route=~"/v1/.*"}}[$__rate_interval]))',
+              "{{pmc_client}} {{http_response_status_code}}", "A"),
     ))
     return d
 
@@ -282,10 +290,23 @@ def render() -> dict[str, str]:
     return {name: encoder.encode(build().build()) + "\n" for name, build in DASHBOARDS.items()}
 
 
-def main() -> int:
+RULES = HERE.parent / "config" / "prometheus" / "rules.yml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dashboards and the default rules; ``--config PATH`` writes rules for that config's figures
+    to stdout (the dashboards read the recorded series, so they serve any figures)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--config"] and len(args) == 2:
+        from gateway.settings import load
+
+        print(slo.rules_yaml(slo.Slos.of(load(args[1]).telemetry)), end="")
+        return 0
     for name, content in render().items():
         (HERE / name).write_text(content)
         print(f"wrote dashboards/{name}")
+    RULES.write_text(slo.rules_yaml(SLOS))
+    print(f"wrote {RULES.relative_to(HERE.parent)}")
     return 0
 
 

@@ -170,7 +170,7 @@ def build_components(
         shared=not settings.store.is_memory,
     )
     budget_table = BudgetTable(settings)
-    telemetry.declare_budgets((c, env) for c, client in settings.clients.items() for env in client.environments)
+    telemetry.declare_series((c, env) for c, client in settings.clients.items() for env in client.environments)
     retry_budget = RetryBudget(
         percent=settings.retry.budget_percent,
         min_per_second=settings.retry.min_retries_per_second,
@@ -240,8 +240,7 @@ def build_components(
         store=store,
         clock=clock,
         member_id=member_id,
-        latency_target_ms=settings.telemetry.latency_target_ms,
-        availability_target=settings.telemetry.availability_target,
+        targets=settings.telemetry,
         sections={
             "breakers": lambda: breaker_section(components),
             "budgets": lambda: budget_section(settings),

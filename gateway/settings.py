@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.histogram_buckets import ADDED_LATENCY_BUCKETS, SECONDS_BUCKETS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 # TOML arrays arrive as lists; frozen settings keep them as tuples (items stay strictly typed).
@@ -208,6 +209,13 @@ class IdempotencySettings(_Section):
     ttl_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
 
 
+def _on_a_bucket(value_ms: float, buckets: tuple[float, ...]) -> float:
+    allowed = [round(b * 1000, 3) for b in buckets]
+    if round(value_ms, 3) not in allowed:
+        raise ValueError(f"must be one of the histogram's bounds {allowed} (ms), got {value_ms:g}")
+    return value_ms
+
+
 class TelemetrySettings(_Section):
     service_name: Annotated[str, Field(min_length=1)] = "pmc-gateway"
     otlp_endpoint: str = ""
@@ -215,6 +223,20 @@ class TelemetrySettings(_Section):
     prometheus: bool = True
     latency_target_ms: Annotated[float, Field(gt=0, le=60_000)] = 180
     availability_target: Annotated[float, Field(gt=0, lt=1)] = 0.9995
+    latency_tail_ms: float = 1000  # end-to-end tail threshold: a bound of SECONDS_BUCKETS
+    latency_tail_objective: Annotated[float, Field(gt=0, lt=1)] = 0.99
+    added_latency_target_ms: float = 50  # gateway-added latency threshold: a bound of ADDED_LATENCY_BUCKETS
+    added_latency_objective: Annotated[float, Field(gt=0, lt=1)] = 0.999
+
+    @field_validator("latency_tail_ms")
+    @classmethod
+    def _tail_on_a_bucket(cls, value: float) -> float:
+        return _on_a_bucket(value, SECONDS_BUCKETS)
+
+    @field_validator("added_latency_target_ms")
+    @classmethod
+    def _added_on_a_bucket(cls, value: float) -> float:
+        return _on_a_bucket(value, ADDED_LATENCY_BUCKETS)
 
     @field_validator("otlp_endpoint")
     @classmethod

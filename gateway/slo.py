@@ -3,7 +3,9 @@
 Requests are counted into 10-second slots (one hour kept) and a cumulative total, each
 with a fixed log-spaced latency histogram, so quantiles cost nothing per request and
 memory stays constant. A request is *unavailable* when the gateway answered 5xx
-(including CIRCUIT_OPEN and upstream 5xx passed through); 4xx are the caller's.
+(including CIRCUIT_OPEN and upstream 5xx passed through); 4xx are the caller's. Latency is
+judged as the alert rules judge it (dashboards/slo.py): the average against the target, the
+share under the tail threshold, and the share whose gateway-added latency is under its own.
 Snapshots from several processes merge by adding counts (``merge``).
 """
 
@@ -24,23 +26,25 @@ BOUNDS_MS = [round(1.12**i, 3) for i in range(0, 92)]
 class Tally:
     count: int = 0
     errors: int = 0
-    under_target: int = 0
+    under_tail: int = 0
+    added_under: int = 0
     latency_sum_ms: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS_MS) + 1))
 
     def add(self, other: Tally) -> None:
         self.count += other.count
         self.errors += other.errors
-        self.under_target += other.under_target
+        self.under_tail += other.under_tail
+        self.added_under += other.added_under
         self.latency_sum_ms += other.latency_sum_ms
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
 
     def to_json(self) -> dict[str, object]:
-        return {"c": self.count, "e": self.errors, "u": self.under_target, "s": self.latency_sum_ms, "b": self.buckets}
+        return {"c": self.count, "e": self.errors, "u": self.under_tail, "a": self.added_under, "s": self.latency_sum_ms, "b": self.buckets}
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Tally:
-        return cls(int(data["c"]), int(data["e"]), int(data["u"]), float(data["s"]), list(data["b"]))  # type: ignore[arg-type,call-overload]
+        return cls(int(data["c"]), int(data["e"]), int(data["u"]), int(data.get("a", data["c"])), float(data["s"]), list(data["b"]))  # type: ignore[arg-type,call-overload]
 
     def quantile(self, q: float) -> float | None:
         if self.count == 0:
@@ -69,14 +73,16 @@ class Tally:
             "latencyP50Ms": self.quantile(0.50),
             "latencyP95Ms": self.quantile(0.95),
             "latencyP99Ms": self.quantile(0.99),
-            "underTargetRatio": None if self.count == 0 else self.under_target / self.count,
+            "underTailRatio": None if self.count == 0 else self.under_tail / self.count,
+            "addedUnderTargetRatio": None if self.count == 0 else self.added_under / self.count,
         }
 
 
 class SloTracker:
-    def __init__(self, clock: Clock, *, latency_target_ms: float) -> None:
+    def __init__(self, clock: Clock, *, tail_ms: float, added_target_ms: float) -> None:
         self._clock = clock
-        self._target_ms = latency_target_ms
+        self._tail_ms = tail_ms
+        self._added_target_ms = added_target_ms
         self.started = clock.monotonic()
         self.total = Tally()
         self._slots = [Tally() for _ in range(SLOTS)]
@@ -90,11 +96,12 @@ class SloTracker:
             self._slots[position] = Tally()
         return self._slots[position]
 
-    def observe(self, route: str, status: int, latency_ms: float) -> None:
+    def observe(self, route: str, status: int, latency_ms: float, added_ms: float = 0.0) -> None:
         index = int(self._clock.monotonic() // SLOT_S)
         bucket = bisect.bisect_left(BOUNDS_MS, latency_ms)
         error = status >= 500
-        under = latency_ms <= self._target_ms
+        under = latency_ms <= self._tail_ms
+        added_under = added_ms <= self._added_target_ms
         route_tally = self.by_route.get(route)
         if route_tally is None:
             if len(self.by_route) >= 200:  # bounded: routes are templates, this is a backstop
@@ -103,7 +110,8 @@ class SloTracker:
         for tally in (self.total, self._slot(index), route_tally):
             tally.count += 1
             tally.errors += error
-            tally.under_target += under
+            tally.under_tail += under
+            tally.added_under += added_under
             tally.latency_sum_ms += latency_ms
             tally.buckets[bucket] += 1
 

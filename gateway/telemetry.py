@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
+from gateway.histogram_buckets import ADDED_LATENCY_BUCKETS, BUDGET_WAIT_BUCKETS, SECONDS_BUCKETS
 from gateway.otlp.histograms import DurationHistogram, LocalHistograms, SdkDurationHistogram
 from gateway.otlp.metrics import ExpositionAndPushReader, interval_from_env, shares_aggregation
 from gateway.settings import TelemetrySettings
@@ -58,6 +59,7 @@ WEBHOOK_BACKLOG = "pmc_gateway_webhook_delivery_backlog"  # gauge
 STORE_UP = "pmc_gateway_store_up"  # gauge: 1 reachable, 0 falling back to local
 API_KEY_AGE = "pmc_gateway_api_key_age_days"  # gauge per environment
 BUDGET_USED = "pmc_gateway_budget_used_ratio"  # gauge per environment: admissions in 60 s / limit
+ADDED_LATENCY = "pmc_gateway_added_latency"  # pmc_gateway_added_latency_seconds: what the gateway itself took
 
 PROMETHEUS_NAMES = (
     "http_server_request_duration_seconds",
@@ -71,6 +73,7 @@ PROMETHEUS_NAMES = (
     "pmc_gateway_webhook_rejected_total",
     "pmc_gateway_webhook_delivery_backlog",
     "pmc_gateway_budget_used_ratio",
+    "pmc_gateway_added_latency_seconds",
 )
 
 # -- attribute names -------------------------------------------------------------------
@@ -92,21 +95,17 @@ PMC_ATTEMPTS = "pmc.attempts"
 PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
 REASON = "reason"  # SPEC §7: pmc_gateway_webhook_rejected_total{reason}
 PMC_BREAKER = "pmc.breaker"
+PMC_SOURCE = "pmc.source"  # who made the answer: "gateway" (its own envelope) or "upstream" (passed through)
 BUDGET_LIMIT = "limit"  # SPEC §8: pmc_gateway_budget_rejected_total{limit}: key, client, share
 BUDGET_LIMITS = ("key", "client", "share")
 
 # Attribute order of the duration histograms (a missing value leaves its attribute out).
-SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT)
+SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT, PMC_SOURCE)
+ADDED_LATENCY_ATTRIBUTES = (HTTP_ROUTE, PMC_ENVIRONMENT)
 CLIENT_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, PMC_ENVIRONMENT, HTTP_STATUS, ERROR_TYPE)
 BUDGET_WAIT_ATTRIBUTES = (PMC_ENVIRONMENT, PMC_CLIENT)
 
 METER_SCOPE = "pmc-gateway"
-SECONDS_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.18, 0.2, 0.25,
-    0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
-)  # fmt: skip
-# A zero wait is counted as zero, not spread over the first bucket by histogram_quantile.
-BUDGET_WAIT_BUCKETS = (0.0, 0.001, *SECONDS_BUCKETS)
 BUDGET_USED_FRESH_S = 60.0  # a usage figure older than the window says nothing: the key is idle
 _ROOT = otel_context.Context()  # a SERVER span without a caller's traceparent starts a trace
 BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
@@ -116,6 +115,7 @@ def _views() -> list[View]:
     buckets = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS)
     return [
         *(View(instrument_name=name, aggregation=buckets) for name in (SERVER_DURATION, CLIENT_DURATION)),
+        View(instrument_name=ADDED_LATENCY, aggregation=ExplicitBucketHistogramAggregation(ADDED_LATENCY_BUCKETS)),
         View(instrument_name=BUDGET_WAIT, aggregation=ExplicitBucketHistogramAggregation(BUDGET_WAIT_BUCKETS)),
     ]
 
@@ -243,6 +243,12 @@ class Telemetry:
 
         self.server_duration = duration_histogram(SERVER_DURATION, "Duration of requests the gateway served", SERVER_DURATION_ATTRIBUTES)
         self.client_duration = duration_histogram(CLIENT_DURATION, "Duration of each upstream attempt", CLIENT_DURATION_ATTRIBUTES)
+        self.added_latency = duration_histogram(
+            ADDED_LATENCY,
+            "What the gateway itself added to a proxied request: its duration less upstream attempts, backoff and rate-budget wait",
+            ADDED_LATENCY_ATTRIBUTES,
+            ADDED_LATENCY_BUCKETS,
+        )
         self.retries = meter.create_counter(RETRIES, description="Upstream attempts that were retries, by reason")
         self.retry_budget_exhausted = meter.create_counter(RETRY_BUDGET_EXHAUSTED, description="Retries skipped because the retry budget was spent")
         self.budget_wait = duration_histogram(
@@ -277,13 +283,15 @@ class Telemetry:
         for environment, (ratio, at) in self._budget_used.items():
             yield Observation(ratio if now - at < BUDGET_USED_FRESH_S else 0.0, {PMC_ENVIRONMENT: environment})
 
-    def declare_budgets(self, callers: Iterable[tuple[str, str]]) -> None:
+    def declare_series(self, callers: Iterable[tuple[str, str]]) -> None:
         """Zero series for every (client, environment) known at start-up, so panels and alerts
-        on refusals and usage see them before the first event."""
+        on refusals, throttling and usage see them before the first event."""
         for client, environment in callers:
             for limit in BUDGET_LIMITS:
                 self.budget_rejected.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client, BUDGET_LIMIT: limit})
             self._budget_used.setdefault(environment, (0.0, time.monotonic()))
+            self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
+            self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
 
     def _observe_key_ages(self, _: CallbackOptions) -> Iterable[Observation]:
         for environment, days in self.gauges.api_key_ages():
@@ -380,9 +388,20 @@ class Telemetry:
         self.webhook_rejected.add(1, {REASON: reason})
 
     def server_finished(
-        self, *, method: str, route: str, status: int, client: str | None, environment: str | None, seconds: float
+        self,
+        *,
+        method: str,
+        route: str,
+        status: int,
+        client: str | None,
+        environment: str | None,
+        seconds: float,
+        source: str | None = None,
+        added_s: float | None = None,
     ) -> None:
-        self.server_duration.record(seconds, (method, route, status, client or None, environment or None))
+        self.server_duration.record(seconds, (method, route, status, client or None, environment or None, source))
+        if added_s is not None:
+            self.added_latency.record(added_s, (route, environment or None))
 
     def shutdown(self) -> None:
         self.tracer.shutdown()

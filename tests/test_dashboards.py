@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,24 @@ def rules() -> tuple[list[str], set[str]]:
 
 
 def test_committed_dashboards_are_what_the_code_generates() -> None:
+    from dashboards import slo
+
     for name, content in render().items():
         assert (ROOT / "dashboards" / name).read_text() == content, f"run `make dashboards`: {name} is stale"
+    assert RULES.read_text() == slo.rules_yaml(slo.Slos()), "run `make dashboards`: rules.yml is stale"
+
+
+def test_rules_for_another_configs_figures(tmp_path: Path) -> None:
+    from dashboards import slo
+    from gateway.settings import TelemetrySettings
+
+    slos = slo.Slos.of(TelemetrySettings(latency_tail_ms=2500, latency_tail_objective=0.995, added_latency_target_ms=25))
+    text = slo.rules_yaml(slos)
+    assert 'le="2.5"' in text and 'le="0.025"' in text and "(14.4 * 0.005)" in text
+    config = tmp_path / "c.toml"
+    config.write_text((ROOT / "config" / "gateway.example.toml").read_text().replace("latency_tail_ms = 1000", "latency_tail_ms = 2500"))
+    out = subprocess.run([sys.executable, "-m", "dashboards.generate", "--config", str(config)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0 and 'le="2.5"' in out.stdout, out.stderr
 
 
 async def scrape_after_traffic(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> dict[str, set[str]]:

@@ -150,7 +150,7 @@ def test_a_budget_wait_of_zero_is_counted_as_zero() -> None:
     telemetry = Telemetry(TelemetrySettings(), member_id="t")
     try:
         _record_traffic(telemetry)
-        telemetry.declare_budgets([("booking-web", "live")])
+        telemetry.declare_series([("booking-web", "live")])
         exposition = generate_latest(telemetry.registry).decode()
     finally:
         telemetry.shutdown()

@@ -286,7 +286,10 @@ async def test_status_shows_slo_figures_breakers_and_failures(upstream: Scripted
     assert last5m["errorBudgetSpent"] == pytest.approx(0.2 / 0.0005)
     assert last5m["latencyP50Ms"] is not None and last5m["latencyP99Ms"] >= last5m["latencyP50Ms"]
     assert doc["slo"]["routes"]["/v1/users/me"]["requests"] == 10
-    assert doc["targets"] == {"latencyMs": 180, "availability": 0.9995}
+    assert doc["targets"] == {
+        "latencyMs": 180, "availability": 0.9995, "latencyTailMs": 1000, "latencyTailObjective": 0.99,
+        "addedLatencyMs": 50, "addedLatencyObjective": 0.999,
+    }
     assert [b["state"] for b in doc["breakers"]] == ["closed"]
     assert len(doc["recentFailures"]) == 2 and doc["recentFailures"][0]["status"] == 500
     assert doc["store"]["healthy"] is True and doc["budgets"][0]["limitPerMinute"] == 6000

@@ -17,6 +17,8 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.record import RequestRecord
+from gateway.middleware.access_log import gateway_added_s
+from gateway.settings import TelemetrySettings
 from gateway.slo import SloTracker, merge
 from gateway.store.base import Store
 from gateway.tasks import stop_task
@@ -84,19 +86,18 @@ class StatusBoard:
         store: Store,
         clock: Clock,
         member_id: str,
-        latency_target_ms: float,
-        availability_target: float,
+        targets: TelemetrySettings,
         sections: dict[str, Callable[[], Any]],
         extra_snapshot: Callable[[], dict[str, object]] = dict,
     ) -> None:
         self._store = store
         self._clock = clock
         self._member = member_id
-        self._latency_target_ms = latency_target_ms
-        self._availability_target = availability_target
+        self._targets = targets
+        self._availability_target = targets.availability_target
         self._sections = sections
         self._extra_snapshot = extra_snapshot
-        self.slo = SloTracker(clock, latency_target_ms=latency_target_ms)
+        self.slo = SloTracker(clock, tail_ms=targets.latency_tail_ms, added_target_ms=targets.added_latency_target_ms)
         self._failures: deque[dict[str, object]] = deque(maxlen=RECENT_FAILURES)
         self._usage = UsageWindow(clock)
         self._task: asyncio.Task[None] | None = None
@@ -104,7 +105,7 @@ class StatusBoard:
     def observe(self, record: RequestRecord) -> None:
         if record.client is None:  # admin, health and webhook calls are not the SLO's traffic
             return
-        self.slo.observe(record.route, record.status or 0, record.latency_ms)
+        self.slo.observe(record.route, record.status or 0, record.latency_ms, gateway_added_s(record, record.latency_ms / 1000) * 1000)
         environment = record.environment or ""
         if record.attempts:
             self._usage.add(environment, record.client, len(record.attempts))
@@ -176,7 +177,14 @@ class StatusBoard:
                     budget_use[kind][key] = budget_use[kind].get(key, 0) + count
         document: dict[str, object] = {
             "members": [s["member"] for s in snapshots],
-            "targets": {"latencyMs": self._latency_target_ms, "availability": self._availability_target},
+            "targets": {
+                "latencyMs": self._targets.latency_target_ms,
+                "availability": self._availability_target,
+                "latencyTailMs": self._targets.latency_tail_ms,
+                "latencyTailObjective": self._targets.latency_tail_objective,
+                "addedLatencyMs": self._targets.added_latency_target_ms,
+                "addedLatencyObjective": self._targets.added_latency_objective,
+            },
             "slo": merge([s["slo"] for s in snapshots], self._availability_target),
             "recentFailures": failures,
             "budgetUseLastMinute": usage,

@@ -53,6 +53,7 @@ def authenticate(request: web.Request, record: RequestRecord, directory: ClientD
     if found is None:
         raise Unauthenticated("missing or unknown client token")
     client, environments = found
+    record.client = client  # known from here: a 403 below is this client's, in logs and metrics
     requested = request.headers.get("X-PMC-Environment")
     environment = environments[0] if requested is None else requested
     if environment not in environments:

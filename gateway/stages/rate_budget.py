@@ -83,6 +83,7 @@ class RateBudgetStage:
             now = self.clock.monotonic()
             allowed = min(self.max_wait_s - (now - started), request.deadline - now)
             if admission.wait_s > allowed:
+                request.record.budget_wait_ms += waited * 1000
                 self.observer.budget_rejected(request, admission.limit)
                 raise RateBudgetExhausted(
                     f"no rate budget within {self.max_wait_s * 1000:.0f} ms for environment "
