@@ -73,3 +73,9 @@ class RequestRecord:
             "replayed": self.replayed,
             "attempts": [a.to_json() for a in self.attempts],
         }
+
+    def gateway_added_s(self, elapsed_s: float) -> float:
+        """What the gateway itself took of ``elapsed_s``: less the upstream attempts, the backoff
+        before them and the rate-budget wait (waits it chose to make, not work it did)."""
+        elsewhere_ms = self.budget_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts)
+        return max(0.0, elapsed_s - elsewhere_ms / 1000)

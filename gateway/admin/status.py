@@ -17,7 +17,6 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.errors import StoreError
 from gateway.record import RequestRecord
-from gateway.middleware.access_log import gateway_added_s
 from gateway.settings import TelemetrySettings
 from gateway.slo import SloTracker, merge
 from gateway.store.base import Store
@@ -105,7 +104,7 @@ class StatusBoard:
     def observe(self, record: RequestRecord) -> None:
         if record.client is None:  # admin, health and webhook calls are not the SLO's traffic
             return
-        self.slo.observe(record.route, record.status or 0, record.latency_ms, gateway_added_s(record, record.latency_ms / 1000) * 1000)
+        self.slo.observe(record.route, record.status or 0, record.latency_ms, record.gateway_added_s(record.latency_ms / 1000) * 1000)
         environment = record.environment or ""
         if record.attempts:
             self._usage.add(environment, record.client, len(record.attempts))

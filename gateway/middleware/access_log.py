@@ -84,7 +84,7 @@ class RequestObserver:
             environment=record.environment,
             seconds=elapsed,
             source="gateway" if record.error_code else "upstream" if proxied else None,
-            added_s=gateway_added_s(record, elapsed) if proxied else None,
+            added_s=record.gateway_added_s(elapsed) if proxied else None,
         )
         access_line(
             {
@@ -103,13 +103,6 @@ class RequestObserver:
         )
         for consumer in self._on_complete:
             consumer(record)
-
-
-def gateway_added_s(record: RequestRecord, elapsed_s: float) -> float:
-    """What the gateway itself took: the request's time less its upstream attempts, the backoff
-    before them and its rate-budget wait (waits it chose to make, not work it did)."""
-    elsewhere_ms = record.budget_wait_ms + sum(a.latency_ms + a.delay_ms for a in record.attempts)
-    return max(0.0, elapsed_s - elsewhere_ms / 1000)
 
 
 def _describe_span(span: trace.Span, request: web.Request, record: RequestRecord) -> None:
