@@ -13,6 +13,7 @@ treat the gateway's own refusals (rate budget, open circuit) as final.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -33,7 +34,7 @@ from gateway.admin.triage import RecordWriter
 from gateway.after_answer import AfterAnswer
 from gateway.chain import Chain, compose
 from gateway.clock import Clock, SystemClock
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
 from gateway.ids import ulid
 from gateway.middleware.access_log import RequestObserver
 from gateway.middleware.caller_auth import ClientDirectory
@@ -87,6 +88,7 @@ class Components:
     clients: ClientDirectory
     budget_table: BudgetTable
     config_path: Path | None = None
+    key_first_seen: dict[str, float] = field(default_factory=dict)  # environment → wall seconds
     draining: bool = False
     extras: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)
 
@@ -118,9 +120,20 @@ class Components:
                     rotated = datetime.fromtimestamp(Path(env.api_key_file).stat().st_mtime, UTC).date()
                 except OSError:
                     rotated = None
+            if rotated is None and name in self.key_first_seen:
+                rotated = datetime.fromtimestamp(self.key_first_seen[name], UTC).date()
             if rotated is not None:
                 ages.append((name, float((today - rotated).days)))
         return ages
+
+    async def learn_key_ages(self) -> None:
+        """A key from ``api_key_env`` without ``api_key_rotated_at`` has no date of its own: its
+        age counts from when any replica first saw it (its fingerprint, in the store)."""
+        for name, env in self.settings.environments.items():
+            fingerprint = self.credentials.fingerprint(name)
+            if env.api_key_env and env.api_key_rotated_at is None and fingerprint:
+                with contextlib.suppress(StoreError):
+                    self.key_first_seen[name] = await self.store.first_seen(f"apikey:{fingerprint}", self.clock.wall())
 
 
 def make_store(settings: Settings, clock: Clock, member_id: str) -> Store:
@@ -314,6 +327,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await c.records.start()
     await c.status.start()
     await c.relay.start()
+    await c.learn_key_ages()
     log.info(
         "gateway_started",
         member=c.member_id,

@@ -11,6 +11,7 @@ settings, subscribers) are not applied; they are reported so the operator knows.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,20 @@ def validate(path: Path) -> tuple[settings_module.Settings, settings_module.Secr
     return loaded, settings_module.resolve_secrets(loaded)
 
 
+def _learn_in_background(components: Components) -> None:
+    """New keys get their first-seen date from the store (a round trip: not in this call)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(components.learn_key_ages())
+    _LEARNING.add(task)
+    task.add_done_callback(_LEARNING.discard)
+
+
+_LEARNING: set[asyncio.Task[None]] = set()
+
+
 def reload(components: Components, path: Path | None = None) -> ReloadResult:
     path = path or components.config_path
     if path is None:
@@ -68,6 +83,7 @@ def reload(components: Components, path: Path | None = None) -> ReloadResult:
     components.budget_table.replace(live)
     components.relay.replace_secrets(secrets.subscriber_secrets)
     log.info("config_reloaded", clients=sorted(new.clients), needsRestart=needs_restart)
+    _learn_in_background(components)
     for name, days in components.api_key_ages():
         components.warn_key_age(name, days)
     return ReloadResult(True, [], needs_restart)

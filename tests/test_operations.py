@@ -113,8 +113,30 @@ async def test_api_key_age_warnings(age_days: int, level: str, upstream: Scripte
     async with gateway(document, clock=clock) as gw:
         status = json.loads((await call(session, "GET", f"{gw.url}/_gateway/status", token=ADMIN_TOKEN))[2])
         metrics = (await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN))[2].decode()
-    assert status["apiKeys"] == [{"environment": "live", "ageDays": float(age_days), "level": level}]
+    assert status["apiKeys"][0] == {"environment": "live", "ageDays": float(age_days), "level": level}
     assert f'pmc_gateway_api_key_age_days{{pmc_environment="live"}} {float(age_days)}' in metrics
+
+
+async def test_a_key_from_a_variable_is_aged_from_when_a_replica_first_saw_it(upstream: ScriptedUpstream, redis_url: str, session: aiohttp.ClientSession) -> None:
+    """Regression (issue 21): api_key_env without api_key_rotated_at had no age series at all,
+    so PmcGatewayApiKeyOld could never fire."""
+    import hashlib
+
+    import redis
+
+    from tests.support.servers import LIVE_KEY
+
+    clock = ManualClock()
+    fingerprint = hashlib.sha256(f"Bearer {LIVE_KEY}".encode()).hexdigest()[:16]
+    with redis.Redis.from_url(redis_url) as client:  # another replica saw this key 95 days ago
+        client.set(f"pmcgw:seen:apikey:{fingerprint}", repr(clock.wall() - 95 * 86400))
+    document = gateway_document(upstream.url, store={"url": redis_url})
+    async with gateway(document, clock=clock) as gw:
+        metrics = (await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN))[2].decode()
+        status = json.loads((await call(session, "GET", f"{gw.url}/_gateway/status", token=ADMIN_TOKEN))[2])
+    assert 'pmc_gateway_api_key_age_days{pmc_environment="live"} 95.0' in metrics
+    assert 'pmc_gateway_api_key_age_days{pmc_environment="test"} 0.0' in metrics  # first seen now
+    assert {k["environment"]: k["level"] for k in status["apiKeys"]} == {"live": "alarm", "test": "ok"}
 
 
 async def test_key_age_is_logged_at_start(upstream: ScriptedUpstream, tmp_path: Path, processes: list[GatewayProcess]) -> None:

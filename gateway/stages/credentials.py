@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -30,6 +31,11 @@ class CredentialSource:
 
     def authorization(self, environment: str) -> str:
         return self._authorization[environment]
+
+    def fingerprint(self, environment: str) -> str | None:
+        """A name for the current key that reveals nothing of it (sha256, 16 hex digits)."""
+        value = self._authorization.get(environment)
+        return None if value is None else hashlib.sha256(value.encode()).hexdigest()[:16]
 
     def has_key(self, environment: str) -> bool:
         return environment in self._authorization

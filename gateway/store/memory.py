@@ -67,6 +67,7 @@ class MemoryStore:
     def __init__(self, clock: Clock | None = None, *, max_records: int = MAX_RECORDS) -> None:
         self._clock = clock or SystemClock()
         self._budgets: dict[str, rolling_budget.KeyState] = {}
+        self._first_seen: dict[str, float] = {}
         self._breakers: dict[str, BreakerTransition] = {}
         self._probes = _ExpiringMap(self._clock, 10_000)
         self._idempotency = _ExpiringMap(self._clock, MAX_IDEMPOTENCY_ENTRIES)
@@ -158,6 +159,9 @@ class MemoryStore:
     async def heartbeat(self, member: str, ttl_s: float) -> int:
         self._members.set(member, True, ttl_s)
         return len(self._members)
+
+    async def first_seen(self, name: str, now_wall: float) -> float:
+        return self._first_seen.setdefault(name, now_wall)
 
     async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
         self._snapshots.set(member, blob, ttl_s)

@@ -55,6 +55,13 @@ def record_key(request_id: str) -> str:
     return f"{PREFIX}:record:{request_id}"
 
 
+FIRST_SEEN_TTL_S = 400 * 86400  # past the 90-day alarm with room: an unrotated key stays known
+
+
+def first_seen_key(name: str) -> str:
+    return f"{PREFIX}:seen:{name}"
+
+
 def snapshot_key(member: str) -> str:
     return f"{PREFIX}:snapshot:{member}"
 
@@ -229,6 +236,13 @@ class RedisStore:
         pipe.zcard(MEMBERS_KEY)
         results = await self._run(pipe.execute())
         return int(results[-1])
+
+    async def first_seen(self, name: str, now_wall: float) -> float:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(first_seen_key(name), repr(now_wall), nx=True, ex=FIRST_SEEN_TTL_S)
+        pipe.get(first_seen_key(name))
+        _, seen = await self._run(pipe.execute())
+        return float(seen)
 
     async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
         await self._run(self.client.set(snapshot_key(member), blob, px=int(ttl_s * 1000)))

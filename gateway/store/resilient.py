@@ -210,6 +210,11 @@ class ResilientStore:
     async def heartbeat(self, member: str, ttl_s: float) -> int:
         return await self._either(lambda: self._primary.heartbeat(member, ttl_s), lambda: self._fallback.heartbeat(member, ttl_s))
 
+    async def first_seen(self, name: str, now_wall: float) -> float:
+        return await self._either(
+            lambda: self._primary.first_seen(name, now_wall), lambda: self._fallback.first_seen(name, now_wall)
+        )
+
     async def put_snapshot(self, member: str, blob: bytes, ttl_s: float) -> None:
         await self._fallback.put_snapshot(member, blob, ttl_s)
         await self._either(lambda: self._primary.put_snapshot(member, blob, ttl_s), _none)

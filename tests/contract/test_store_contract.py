@@ -148,3 +148,9 @@ def test_redis_keys_are_namespaced_with_hash_tags() -> None:
     assert budget_log_key("env:live") == "pmcgw:{env:live}:budget:log"
     assert budget_state_key("env:live") == "pmcgw:{env:live}:budget"
     assert idempotency_key("web:live:abc") == "pmcgw:{idem:web:live:abc}"
+
+
+async def test_first_seen_is_set_once(store: Store) -> None:
+    assert await store.first_seen("apikey:abc", 1_000.0) == 1_000.0
+    assert await store.first_seen("apikey:abc", 2_000.0) == 1_000.0  # every replica reads the first
+    assert await store.first_seen("apikey:def", 2_000.0) == 2_000.0
