@@ -139,16 +139,16 @@ def slo_overview() -> dashboard.Dashboard:
     d = d.with_row(dashboard.Row("Latency"))
     d = d.with_panel(series(
         f"Latency avg / p50 / p95 / p99 against {TARGET_S * 1000:g} ms (an average target)", pos(0, 14, 12, 8), "s",
-        query(f"sum(rate({SERVER}_sum{{{PROXIED}}}[$__rate_interval])) / sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "avg", "A"),
+        query(f"sum(rate({SERVER}_sum{{{PROXIED}}}[$__rate_interval])) / (sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval])) > 0)", "avg", "A"),
         query(quantile(0.5), "p50", "B"), query(quantile(0.95), "p95", "C"), query(quantile(0.99), "p99", "D"),
         steps=((None, "green"), (TARGET_S, "red")),
     ))
     d = d.with_panel(series(
         "Upstream vs gateway-added latency (avg per request)", pos(12, 14, 12, 8), "s",
-        query(f"sum(rate({CLIENT}_sum[$__rate_interval])) / sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "upstream (all attempts)", "A"),
+        query(f"sum(rate({CLIENT}_sum[$__rate_interval])) / (sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval])) > 0)", "upstream (all attempts)", "A"),
         query("sum(rate(pmc_gateway_budget_wait_seconds_sum[$__rate_interval])) / "
-              f"sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval]))", "rate-budget wait", "B"),
-        query(f"sum(rate({slo.ADDED}_sum[$__rate_interval])) / sum(rate({slo.ADDED}_count[$__rate_interval]))", "gateway itself (added)", "C"),
+              f"(sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval])) > 0)", "rate-budget wait", "B"),
+        query(f"sum(rate({slo.ADDED}_sum[$__rate_interval])) / (sum(rate({slo.ADDED}_count[$__rate_interval])) > 0)", "gateway itself (added)", "C"),
     ))
     d = d.with_row(dashboard.Row("Traffic"))
     d = d.with_panel(series("Requests by client", pos(0, 23, 8, 8), "reqps",
@@ -253,8 +253,10 @@ def incident_triage() -> dashboard.Dashboard:
     )
     d = d.with_panel(series(
         "Error rate by route", pos(12, 7, 12, 9), "percentunit",
-        query(f'sum by (http_route) (rate({SERVER}_count{{{by_client},http_response_status_code=~"5.."}}[$__rate_interval])) '
-              f"/ sum by (http_route) (rate({SERVER}_count{{{by_client}}}[$__rate_interval]))", "{{http_route}}"),
+        query(f'(sum by (http_route) (rate({SERVER}_count{{{by_client},http_response_status_code=~"5.."}}[$__rate_interval])) '
+              f"or 0 * sum by (http_route) (rate({SERVER}_count{{{by_client}}}[$__rate_interval]))) "
+              f"/ (sum by (http_route) (rate({SERVER}_count{{{by_client}}}[$__rate_interval])) > 0)", "{{http_route}}"),
+        description="A route with traffic and no 5xx reads 0, not nothing.",
     ))
     d = d.with_panel(series(
         "Upstream attempts by status and error", pos(0, 16, 12, 8), "ops",

@@ -68,8 +68,12 @@ def demo_document(gateway_port: int, sim_port: int, subscriber_url: str) -> dict
     }
 
 
+FAULT_CYCLE_S = 300
+
+
 async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str, int]) -> None:
-    """About one request a second, with a fault phase every minute."""
+    """About one request a second: four healthy minutes (the SLOs green), then a 35-second
+    fault phase (retries, then the breaker opening and recovering), every five minutes."""
     headers = {"Authorization": f"Bearer {DEMO_CLIENT_TOKEN}"}
     calls: Iterator[tuple[str, str, dict[str, Any] | None, dict[str, Any]]] = itertools.cycle(
         [
@@ -80,17 +84,17 @@ async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str,
             ("POST", "/v1/bookings", {**BOOKING, "invitee": {"name": "", "email": "nope"}}, {}),
         ]
     )
-    phases = [  # (second of the minute it starts, faults)
+    phases = [  # (second of the five minutes it starts, faults)
         (0, {"errorRate": 0.0, "timeoutRate": 0.0}),
-        (25, {"errorRate": 0.2}),
-        (40, {"errorRate": 0.95}),
-        (50, {"errorRate": 0.0}),
+        (240, {"errorRate": 0.2}),
+        (255, {"errorRate": 0.95}),
+        (265, {"errorRate": 0.0}),
     ]
     started = time.monotonic()
     async with aiohttp.ClientSession(headers=headers) as session:
         current = None
         while not stop.is_set():
-            second = int(time.monotonic() - started) % 60
+            second = int(time.monotonic() - started) % FAULT_CYCLE_S
             phase = max(p for p in phases if p[0] <= second)
             if phase is not current:
                 current = phase
@@ -183,6 +187,8 @@ pmc-gateway demo is running (Ctrl-C stops everything)
   dashboard   {gateway}/_gateway/dashboard   (admin token: {DEMO_ADMIN_TOKEN})
   webhooks    simulator → {gateway}/webhooks/pinmycal (verified, deduplicated) → {subscriber_url}
   logs        {log_path}
+  traffic     about one request a second: four healthy minutes, then 35 s of injected upstream
+              faults (retries, the breaker opening and closing), every five minutes
 
 Book through the gateway (the gateway injects the PinmyCal key; you never hold it):
 
