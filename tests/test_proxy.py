@@ -244,3 +244,18 @@ def test_closed_port_really_refuses() -> None:
     port = closed_port()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), 1):
         pass
+
+
+async def test_a_403_names_its_client_and_says_the_gateway_made_it(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+    """Regression (issue 21): a 403 carried client="" in metrics and null in the access log."""
+    from tests.support.servers import ADMIN_TOKEN
+
+    async with gateway(gateway_document(upstream.url)) as gw:
+        status, _, _ = await call(session, "GET", f"{gw.url}/v1/users/me", token=OPS_TOKEN, headers={"X-PMC-Environment": "live"})
+        assert status == 403
+        await call(session, "GET", f"{gw.url}/v1/users/me")  # passed through
+        metrics = (await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN))[2].decode()
+    counts = [line for line in metrics.splitlines() if line.startswith("http_server_request_duration_seconds_count{")]
+    forbidden = [line for line in counts if 'http_response_status_code="403"' in line]
+    assert forbidden and 'pmc_client="ops-tools"' in forbidden[0] and 'pmc_source="gateway"' in forbidden[0]
+    assert any('http_response_status_code="200"' in line and 'pmc_source="upstream"' in line for line in counts)
