@@ -25,6 +25,8 @@ lint: $(STAMP)
 # pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
 test: $(STAMP) lint
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the tests: apt-get install -y redis-server"; exit 1; }
+	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || { echo "nginx is needed by the tests (a real upstream): apt-get install -y nginx"; exit 1; }
+	@command -v prometheus >/dev/null || { echo "prometheus is needed by the tests (rules on a real Prometheus): apt-get install -y prometheus"; exit 1; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Regenerate the committed Grafana JSON from dashboards/generate.py.

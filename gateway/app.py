@@ -18,7 +18,7 @@ import os
 import random
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -156,6 +156,7 @@ def build_components(
     member_id: str | None = None,
     span_exporter: SpanExporter | None = None,
     config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,  # the process environment (egress proxy variables)
 ) -> Components:
     clock = clock or SystemClock()
     rng = rng or random.Random()
@@ -173,6 +174,9 @@ def build_components(
         telemetry=telemetry,
         after_answer=after_answer,
         ca_file=settings.upstream.ca_file,
+        proxy_url=settings.upstream.proxy_url,
+        max_response_bytes=settings.upstream.max_response_bytes,
+        environ=environ,
     )
     breakers = BreakerBoard(
         store=store,
@@ -227,6 +231,8 @@ def build_components(
         clock=clock,
         rng=rng,
         ca_file=settings.upstream.ca_file,
+        proxy_url=settings.upstream.proxy_url,
+        environ=environ,
     )
     components = Components(
         settings=settings,

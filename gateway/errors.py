@@ -126,9 +126,10 @@ class UpstreamFailure(Refusal):
     refused before sending is safe to retry for any method, a lost one is not.
     """
 
-    def __init__(self, message: str, *, sent: bool) -> None:
+    def __init__(self, message: str, *, sent: bool, retryable: bool = True) -> None:
         super().__init__(message)
         self.sent = sent
+        self.retryable = retryable  # False: trying again gets the same (an answer over max_response_bytes)
 
 
 class UpstreamUnavailable(UpstreamFailure):

@@ -51,6 +51,10 @@ def request_headers(pairs: Iterable[tuple[str, str]]) -> Headers:
     return _filter(pairs, _REQUEST_DROPPED)
 
 
-def response_headers(pairs: Iterable[tuple[str, str]]) -> Headers:
-    """Upstream headers to pass back to the caller unchanged."""
-    return _filter(pairs, _RESPONSE_DROPPED)
+_HEAD_RESPONSE_DROPPED = _RESPONSE_DROPPED - {"content-length"}
+
+
+def response_headers(pairs: Iterable[tuple[str, str]], *, head: bool = False) -> Headers:
+    """Upstream headers to pass back to the caller unchanged. A HEAD answer keeps its
+    Content-Length: it has no body the length could be measured from again."""
+    return _filter(pairs, _HEAD_RESPONSE_DROPPED if head else _RESPONSE_DROPPED)

@@ -117,11 +117,25 @@ class UpstreamSettings(_Section):
     attempt_timeout_ms: Annotated[int, Field(ge=1, le=300_000)] = 2000
     deadline_ms: Annotated[int, Field(ge=1, le=600_000)] = 8000
     ca_file: str = ""
+    proxy_url: str = ""  # empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply
+    max_response_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 64 * 1024 * 1024
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _http_url(value, field="base_url")
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy(cls, value: str) -> str:
+        if not value:
+            return value
+        from gateway.egress_proxy import parse_proxy
+
+        if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials (secrets never live in the file): put them in HTTPS_PROXY")
+        parse_proxy(value)
+        return value
 
     @model_validator(mode="after")
     def _deadline_covers_an_attempt(self) -> UpstreamSettings:

@@ -7,6 +7,7 @@ the request may have been sent (which decides whether retrying is safe).
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Mapping
 
@@ -16,7 +17,8 @@ from yarl import URL
 from gateway import errors, headers
 from gateway.after_answer import AfterAnswer
 from gateway.clock import Clock
-from gateway.http1 import BadHeader, ExchangeTimeout, Http1Error, Http1Origin
+from gateway.egress_proxy import proxy_for, via
+from gateway.http1 import BadHeader, ExchangeTimeout, Http1Error, Http1Origin, ResponseTooLarge
 from gateway.record import AttemptRecord
 from gateway.telemetry import Telemetry
 from gateway.types import UpstreamRequest, UpstreamResponse
@@ -47,7 +49,13 @@ class UpstreamClient:
         after_answer: AfterAnswer,
         ca_file: str = "",
         pool_size: int = 512,
+        proxy_url: str = "",
+        max_response_bytes: int = 64 * 1024 * 1024,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        self._proxy_url = proxy_url
+        self._max_response_bytes = max_response_bytes
+        self._environ = dict(os.environ if environ is None else environ)
         self._base_urls = dict(base_urls)
         self._connect_timeout_s = connect_timeout_s
         self._attempt_timeout_s = attempt_timeout_s
@@ -62,13 +70,17 @@ class UpstreamClient:
     async def start(self) -> None:
         for base_url in set(self._base_urls.values()):
             host, port = self._hosts[base_url]
-            self._origins[base_url] = Http1Origin(
+            origin = self._origins[base_url] = Http1Origin(
                 host,
                 port,
                 ssl_context=self._ssl if URL(base_url).scheme == "https" else None,
                 limit=self._pool_size,
                 idle_timeout_s=30,
+                max_response_bytes=self._max_response_bytes,
             )
+            proxy = proxy_for(base_url, self._proxy_url, self._environ)
+            if proxy is not None:
+                via(proxy, origin)
 
     async def close(self) -> None:
         for origin in self._origins.values():
@@ -117,11 +129,14 @@ class UpstreamClient:
                 request.body,
                 timeout_s=min(self._attempt_timeout_s, remaining),
                 connect_timeout_s=min(self._connect_timeout_s, remaining),
+                replayable=request.idempotent,
             )
         except ExchangeTimeout as exc:
             raise errors.UpstreamTimeout(str(exc), sent=True) from exc
+        except ResponseTooLarge as exc:
+            raise errors.UpstreamUnavailable(str(exc), sent=True, retryable=False) from exc
         except BadHeader as exc:
             raise errors.BadRequest("a request header cannot be forwarded (CR, LF or NUL in it)") from exc
         except Http1Error as exc:
             raise errors.UpstreamUnavailable(str(exc), sent=exc.sent) from exc
-        return UpstreamResponse(answer.status, headers.response_headers(answer.headers), answer.body)
+        return UpstreamResponse(answer.status, headers.response_headers(answer.headers, head=request.method == "HEAD"), answer.body)

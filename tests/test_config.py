@@ -240,3 +240,19 @@ def test_an_unknown_key_does_not_hide_an_unset_variable(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "budget.colour: unknown key" in result.stderr
     assert "environments.live.api_key_env: environment variable PMC_LIVE_API_KEY is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("proxy_url", "problem"),
+    [
+        ("ftp://proxy:21", "upstream.proxy_url: must be an http://host:port proxy URL"),
+        ("http://proxy:notaport", "upstream.proxy_url: has a bad port"),
+        ("http://user:secret@proxy:3128", "upstream.proxy_url: must not carry credentials"),
+    ],
+)
+def test_a_malformed_proxy_url_is_named(tmp_path: Path, proxy_url: str, problem: str) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(EXAMPLE.read_text().replace('proxy_url = ""', f'proxy_url = "{proxy_url}"', 1))
+    result = check_config(path, example_env())
+    assert result.returncode == 2 and problem in result.stderr, result.stderr
+    assert "user:secret" not in result.stderr  # the credentials are never echoed

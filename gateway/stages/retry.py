@@ -47,6 +47,8 @@ class Backoff:
 def retry_reason(request: UpstreamRequest, response: UpstreamResponse | None, error: UpstreamFailure | None) -> str | None:
     """Why this outcome may be retried, or None when it is final."""
     if error is not None:
+        if not error.retryable:
+            return None
         if not error.sent:
             return "connect_error"
         return error.code.lower() if request.idempotent else None

@@ -14,13 +14,16 @@ subscribers deduplicate by ``X-PMC-Event-Id``.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import structlog
 
 from gateway.clock import Clock
+from gateway.egress_proxy import proxy_for
 from gateway.errors import StoreError
 from gateway.settings import SubscriberSettings, WebhookSettings
 from gateway.store.base import Store
@@ -51,6 +54,8 @@ class WebhookRelay:
         rng: random.Random,
         poll_s: float = 0.2,
         ca_file: str = "",
+        proxy_url: str = "",
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -60,6 +65,8 @@ class WebhookRelay:
         self._rng = rng
         self._poll_s = poll_s
         self._ca_file = ca_file
+        self._proxy_url = proxy_url
+        self._environ = dict(os.environ if environ is None else environ)
         self.backlog = 0
         self.dead_letters = 0
         self._session: aiohttp.ClientSession | None = None
@@ -138,8 +145,14 @@ class WebhookRelay:
             timestamp = str(int(self._clock.wall()))
             headers["X-PMC-Timestamp"] = timestamp
             headers["X-PMC-Signature"] = sign(secret, timestamp, event.body)
+        route: dict[str, Any] = {}
+        proxy = proxy_for(subscriber.url, self._proxy_url, self._environ)  # the same egress as upstream calls
+        if proxy is not None:
+            route["proxy"] = proxy.name
+            if proxy.authorization:
+                route["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
         try:
-            async with self._session.post(subscriber.url, data=event.body, headers=headers, allow_redirects=False) as response:
+            async with self._session.post(subscriber.url, data=event.body, headers=headers, allow_redirects=False, **route) as response:
                 await response.read()
                 return None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -138,7 +138,7 @@ async def gateway(document: dict[str, Any], env: dict[str, str] | None = None, *
     environ = {**BASE_ENV, **(env or {})}
     config = settings_module.parse(document)
     secrets = settings_module.resolve_secrets(config, environ)
-    components = build_components(config, secrets, **component_kwargs)
+    components = build_components(config, secrets, environ={**os.environ, **environ}, **component_kwargs)
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     task = asyncio.create_task(
