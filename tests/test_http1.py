@@ -156,3 +156,48 @@ async def test_pool_limit_queues_callers_instead_of_opening_more(raw) -> None:  
     results = await asyncio.gather(*(get(origin) for _ in range(20)))
     assert all(r.status == 200 for r in results)
     assert server.connections <= 2
+
+
+async def test_a_slow_body_is_read_whole_within_the_timeout() -> None:
+    """An answer whose body trickles in, in pieces, is one answer, not a failure."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
+        for _ in range(3):
+            await asyncio.sleep(0.05)
+            writer.write(b"0123456789")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    origin = Http1Origin("127.0.0.1", server.sockets[0].getsockname()[1], ssl_context=None)
+    try:
+        answer = await get(origin)
+        assert (answer.status, answer.body) == (200, b"0123456789" * 3)
+        with pytest.raises(ExchangeTimeout):  # and a body slower than the timeout is a timeout
+            await get(origin, timeout_s=0.08)
+    finally:
+        await origin.close()
+        server.close()
+
+
+async def test_a_reused_connection_closed_unread_is_resent_only_when_replayable(raw) -> None:  # type: ignore[no-untyped-def]
+    """The server answers the first request and drops the connection on the second without a
+    byte (what an idle close looks like): a GET goes again on a fresh connection; a POST
+    without a key is failed as maybe-sent, never sent twice."""
+    answers = iter([ok()(b""), None, ok()(b""), ok()(b""), None])
+    server, origin = await raw(lambda _: next(answers))
+    await get(origin)
+    again = await origin.request("GET", "/v1/users/me", [], b"", timeout_s=2, connect_timeout_s=1)
+    assert again.status == 200 and server.connections == 2
+    await get(origin)
+    with pytest.raises(ExchangeFailed) as failed:
+        await origin.request("POST", "/v1/bookings", [], b"{}", timeout_s=2, connect_timeout_s=1, replayable=False)
+    assert failed.value.sent and sum(r.startswith(b"POST") for r in server.requests) == 1
+
+
+async def test_the_servers_keep_alive_timeout_retires_connections_early(raw) -> None:  # type: ignore[no-untyped-def]
+    server, origin = await raw(ok(extra=b"Keep-Alive: timeout=1\r\n"))
+    await get(origin)
+    assert origin.server_idle_s == 1.0 and origin.max_idle_s(True) == 0.75

@@ -239,3 +239,31 @@ async def test_a_proxy_that_is_down_is_named_at_once(session: aiohttp.ClientSess
         status, _, body = await call(session, "GET", f"{gw.url}/v1/echo")
     assert status == 502 and b"egress proxy" in body and down.removeprefix("http://").encode() in body
     assert time.monotonic() - started < 2  # never a hang
+
+
+async def test_webhook_deliveries_go_through_the_egress_proxy(session: aiohttp.ClientSession) -> None:
+    from tests.support.servers import WEBHOOK_SECRET
+    from tests.support.webhooks import Subscriber, signed
+
+    subscriber = Subscriber()
+    await subscriber.start()
+    proxy = ForwardProxy({"hooks.internal": "127.0.0.1"})
+    proxy_url = await proxy.start()
+    document = upstream_document("http://127.0.0.1:9", proxy_url=proxy_url)
+    document["webhooks"] = {
+        "secret_envs": ["PMC_WEBHOOK_SECRET"], "allow_insecure_http": True, "delivery_base_delay_ms": 50,
+        "subscribers": [{"name": "booking-svc", "url": f"http://hooks.internal:{subscriber.port}/hooks"}],
+    }
+    try:
+        async with gateway(document) as gw:
+            body, headers = signed({"eventId": "evt_proxy_1", "type": "booking.created", "data": {"bookingId": "bk_1"}}, WEBHOOK_SECRET)
+            async with session.post(f"{gw.url}/webhooks/pinmycal", data=body, headers=headers) as answer:
+                assert answer.status == 200
+            deadline = time.monotonic() + 10
+            while not subscriber.deliveries and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+    finally:
+        await proxy.close()
+        await subscriber.stop()
+    assert subscriber.event_ids() == ["evt_proxy_1"]  # hooks.internal resolves only behind the proxy
+    assert proxy.seen == [f"POST http://hooks.internal:{subscriber.port}/hooks HTTP/1.1"]
