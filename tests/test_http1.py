@@ -198,6 +198,6 @@ async def test_a_reused_connection_closed_unread_is_resent_only_when_replayable(
 
 
 async def test_the_servers_keep_alive_timeout_retires_connections_early(raw) -> None:  # type: ignore[no-untyped-def]
-    server, origin = await raw(ok(extra=b"Keep-Alive: timeout=1\r\n"))
+    _, origin = await raw(ok(extra=b"Keep-Alive: timeout=1\r\n"))
     await get(origin)
     assert origin.server_idle_s == 1.0 and origin.max_idle_s(True) == 0.75
