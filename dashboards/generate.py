@@ -194,6 +194,21 @@ def slo_overview() -> dashboard.Dashboard:
         "API key age", pos(20, 44, 4, 4), "d",
         query("max by (pmc_environment) (pmc_gateway_api_key_age_days)", "{{pmc_environment}}", "A"),
     ))
+    d = d.with_row(dashboard.Row("Async jobs"))
+    d = d.with_panel(series(
+        "Followed jobs by outcome (Prefer: wait)", pos(0, 58, 8, 8), "ops",
+        query("sum by (outcome) (rate(pmc_gateway_jobs_total[$__rate_interval]))", "{{outcome}}"),
+    ))
+    d = d.with_panel(series(
+        "Job polls: upstream, and saved (shared, cache)", pos(8, 58, 8, 8), "ops",
+        query("sum by (source) (rate(pmc_gateway_job_polls_total[$__rate_interval]))", "{{source}}"),
+        description="Every upstream poll spends a rate-budget slot; shared and cache answers spend none.",
+    ))
+    d = d.with_panel(series(
+        "Followed job duration p50 / p95", pos(16, 58, 8, 8), "s",
+        query("histogram_quantile(0.5, sum by (le) (rate(pmc_gateway_job_duration_seconds_bucket[$__rate_interval])))", "p50", "A"),
+        query("histogram_quantile(0.95, sum by (le) (rate(pmc_gateway_job_duration_seconds_bucket[$__rate_interval])))", "p95", "B"),
+    ))
     d = d.with_row(dashboard.Row("Rate budget"))
     d = d.with_panel(series(
         "Key usage against its limit (admissions in the last 60 s)", pos(0, 49, 8, 8), "percentunit",

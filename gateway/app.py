@@ -46,6 +46,7 @@ from gateway.source_ip import trusted_networks
 from gateway.stages.breaker import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
+from gateway.stages.jobs import JobsStage
 from gateway.stages.rate_budget import BudgetTable, RateBudgetStage
 from gateway.stages.retry import Backoff, RetryStage
 from gateway.store.base import Store
@@ -194,8 +195,17 @@ def build_components(
         window_s=settings.retry.budget_window_s,
         clock=clock,
     )
+    jobs = JobsStage(
+        store=store,
+        clock=clock,
+        max_wait_s=settings.jobs.max_wait_s,
+        poll_interval_s=settings.jobs.poll_interval_ms / 1000,
+        ttl_s=settings.jobs.ttl_s,
+        observer=observers,
+    )
     chain = compose(
         [
+            jobs,
             IdempotencyStage(
                 store=store,
                 ttl_s=settings.idempotency.ttl_s,
@@ -266,6 +276,7 @@ def build_components(
             "store": lambda: store_section(components),
             "apiKeys": lambda: key_age_section(components),
             "webhooks": lambda: {"backlog": relay.backlog, "deadLetters": relay.dead_letters},
+            "jobs": lambda: {"following": len(jobs.following), "polls": dict(telemetry.job_poll_counts)},
         },
         extra_snapshot=lambda: {"exposition": metrics.local().decode()},
     )
@@ -399,6 +410,7 @@ def build_app(components: Components) -> web.Application:
                 max_body_bytes=settings.server.max_body_bytes,
                 trusted=trusted_networks(settings.server.trusted_proxies),
                 admin_token=lambda: components.secrets.admin_token,
+                environments=tuple(settings.environments),
             )
         )
     app.router.add_route(

@@ -114,6 +114,27 @@ async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str,
                 await asyncio.wait_for(stop.wait(), 0.8)
 
 
+async def _async_booking(gateway: str) -> None:
+    """One booking made as a job, followed by the gateway (Prefer: wait), and how to see its story."""
+    headers = {"Authorization": f"Bearer {DEMO_CLIENT_TOKEN}", "Prefer": "respond-async, wait=15"}
+    try:
+        async with aiohttp.ClientSession() as session, session.post(f"{gateway}/v1/bookings", json=BOOKING, headers=headers) as response:
+            body = await response.json(content_type=None)
+            request_id = response.headers.get("X-Request-Id", "?")
+    except (aiohttp.ClientError, ValueError) as exc:
+        print(f"  async booking failed: {exc}", flush=True)
+        return
+    state = body.get("state") or body.get("status")
+    print(
+        f"""An async booking (Prefer: respond-async, wait=15): the gateway followed job {body.get('jobId')} to '{state}'
+for you. Its whole story — the job, its polls, the booking.created webhook and its delivery:
+
+  PMC_GATEWAY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} pmc-gateway triage {request_id} --url {gateway}
+""",
+        flush=True,
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -204,6 +225,7 @@ Then find everything about it by its requestId (the X-Request-Id response header
 """,
             flush=True,
         )
+        await _async_booking(gateway)
         stats = {"ok": 0, "failed": 0}
         traffic = None if args.no_traffic else asyncio.create_task(_traffic(gateway, sim, stop, stats))
         deadline = time.monotonic() + args.duration_s if args.duration_s else None

@@ -15,6 +15,7 @@ from gateway.errors import BadRequest
 from gateway.middleware.keys import CALLER, RECORD
 from gateway.record import RequestRecord
 from gateway.routes import route_template
+from gateway.stages.jobs import booking_of
 from gateway.types import UpstreamRequest, UpstreamResponse
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -24,7 +25,7 @@ _SNIFF_LIMIT = 256 * 1024
 def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> None:
     """Note the upstream's ``requestId`` and a 202's ``jobId`` for the triage record."""
     body = response.body
-    if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"jobId"' not in body):
+    if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"jobId"' not in body and b'"bookingId"' not in body):
         return
     try:
         payload = orjson.loads(body)  # every proxied answer passes here: orjson parses ~3x faster
@@ -35,6 +36,9 @@ def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> N
             record.upstream_request_id = payload["requestId"][:128]
         if response.status == 202 and isinstance(payload.get("jobId"), str):
             record.job_id = payload["jobId"][:128]
+        booking = booking_of(payload)
+        if booking:
+            record.booking_id = booking
 
 
 def proxy_handler(*, chain: Chain, clock: Clock, deadline_s: float, max_body_bytes: int):  # type: ignore[no-untyped-def]

@@ -48,6 +48,8 @@ class RequestRecord:
     idempotency_key: str | None = None
     upstream_request_id: str | None = None
     job_id: str | None = None
+    booking_id: str | None = None
+    job_wait_ms: float = 0.0  # following a job (Prefer: wait): the job's time, not the gateway's
     error_code: str | None = None
     replayed: bool = False
     attempts: list[AttemptRecord] = field(default_factory=list)
@@ -64,11 +66,13 @@ class RequestRecord:
             "status": self.status,
             "latencyMs": round(self.latency_ms, 3),
             "budgetWaitMs": round(self.budget_wait_ms, 3),
+            "jobWaitMs": round(self.job_wait_ms, 3),
             "breakerState": self.breaker_state,
             "idempotencyKey": self.idempotency_key,
             "startedAt": iso_utc_ms(self.started_at),
             "upstreamRequestId": self.upstream_request_id,
             "jobId": self.job_id,
+            "bookingId": self.booking_id,
             "errorCode": self.error_code,
             "replayed": self.replayed,
             "attempts": [a.to_json() for a in self.attempts],
@@ -77,5 +81,5 @@ class RequestRecord:
     def gateway_added_s(self, elapsed_s: float) -> float:
         """What the gateway itself took of ``elapsed_s``: less the upstream attempts, the backoff
         before them and the rate-budget wait (waits it chose to make, not work it did)."""
-        elsewhere_ms = self.budget_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts)
+        elsewhere_ms = self.budget_wait_ms + self.job_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts)
         return max(0.0, elapsed_s - elsewhere_ms / 1000)

@@ -219,6 +219,12 @@ class BudgetSettings(_Section):
     fair_share: bool = True
 
 
+class JobsSettings(_Section):
+    max_wait_s: Annotated[float, Field(ge=0, le=3600)] = 30
+    poll_interval_ms: Annotated[int, Field(ge=10, le=600_000)] = 1000
+    ttl_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
+
+
 class IdempotencySettings(_Section):
     ttl_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
 
@@ -317,6 +323,7 @@ class Settings(_Section):
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
     budget: BudgetSettings = BudgetSettings()
+    jobs: JobsSettings = JobsSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     webhooks: WebhookSettings = WebhookSettings()

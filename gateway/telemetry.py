@@ -59,6 +59,9 @@ WEBHOOK_BACKLOG = "pmc_gateway_webhook_delivery_backlog"  # gauge
 STORE_UP = "pmc_gateway_store_up"  # gauge: 1 reachable, 0 falling back to local
 API_KEY_AGE = "pmc_gateway_api_key_age_days"  # gauge per environment
 BUDGET_USED = "pmc_gateway_budget_used_ratio"  # gauge per environment: admissions in 60 s / limit
+JOBS = "pmc_gateway_jobs"  # pmc_gateway_jobs_total{outcome}: how followed jobs ended
+JOB_DURATION = "pmc_gateway_job_duration"  # pmc_gateway_job_duration_seconds: 202 to final, when followed
+JOB_POLLS = "pmc_gateway_job_polls"  # pmc_gateway_job_polls_total{source}: upstream, shared, cache
 ADDED_LATENCY = "pmc_gateway_added_latency"  # pmc_gateway_added_latency_seconds: what the gateway itself took
 
 PROMETHEUS_NAMES = (
@@ -74,6 +77,9 @@ PROMETHEUS_NAMES = (
     "pmc_gateway_webhook_delivery_backlog",
     "pmc_gateway_budget_used_ratio",
     "pmc_gateway_added_latency_seconds",
+    "pmc_gateway_jobs_total",
+    "pmc_gateway_job_duration_seconds",
+    "pmc_gateway_job_polls_total",
 )
 
 # -- attribute names -------------------------------------------------------------------
@@ -98,6 +104,10 @@ PMC_BREAKER = "pmc.breaker"
 PMC_SOURCE = "pmc.source"  # who made the answer: "gateway" (its own envelope) or "upstream" (passed through)
 BUDGET_LIMIT = "limit"  # SPEC §8: pmc_gateway_budget_rejected_total{limit}: key, client, share
 BUDGET_LIMITS = ("key", "client", "share")
+OUTCOME = "outcome"
+JOB_OUTCOMES = ("completed", "failed", "not_final")
+SOURCE = "source"
+JOB_POLL_SOURCES = ("upstream", "shared", "cache")
 
 # Attribute order of the duration histograms (a missing value leaves its attribute out).
 SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT, PMC_SOURCE)
@@ -117,6 +127,7 @@ def _views() -> list[View]:
         *(View(instrument_name=name, aggregation=buckets) for name in (SERVER_DURATION, CLIENT_DURATION)),
         View(instrument_name=ADDED_LATENCY, aggregation=ExplicitBucketHistogramAggregation(ADDED_LATENCY_BUCKETS)),
         View(instrument_name=BUDGET_WAIT, aggregation=ExplicitBucketHistogramAggregation(BUDGET_WAIT_BUCKETS)),
+        View(instrument_name=JOB_DURATION, aggregation=ExplicitBucketHistogramAggregation((1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0))),
     ]
 
 
@@ -255,7 +266,15 @@ class Telemetry:
             BUDGET_WAIT, "Time attempts waited for a rate-budget slot", BUDGET_WAIT_ATTRIBUTES, BUDGET_WAIT_BUCKETS
         )
         self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED, by the limit that held them back")
-        self._budget_used: dict[str, tuple[float, float]] = {}  # environment → (ratio, monotonic time)
+        self._budget_used: dict[str, tuple[float, float]] = {}
+        self.jobs = meter.create_counter(JOBS, description="Jobs followed for a caller's Prefer: wait, by how they ended")
+        self.job_duration = meter.create_histogram(JOB_DURATION, unit="s", description="From a followed job's 202 to its final answer")
+        self.job_polls = meter.create_counter(JOB_POLLS, description="Callers' and follows' job polls, by who answered: upstream, a shared poll, the cache")
+        self.job_poll_counts = dict.fromkeys(JOB_POLL_SOURCES, 0)  # this process's, for /_gateway/status
+        for outcome in JOB_OUTCOMES:
+            self.jobs.add(0, {OUTCOME: outcome})
+        for source in JOB_POLL_SOURCES:
+            self.job_polls.add(0, {SOURCE: source})  # environment → (ratio, monotonic time)
         self.upstream_throttled = meter.create_counter(UPSTREAM_THROTTLED, description="Upstream 429 answers (each pauses the key)")
         self.idempotent_replays = meter.create_counter(IDEMPOTENT_REPLAYS, description="Answers replayed from the idempotency store")
         self.webhook_rejected = meter.create_counter(WEBHOOK_REJECTED, description="Webhook posts refused, by reason")
@@ -366,6 +385,15 @@ class Telemetry:
         if seconds > 0:
             trace.get_current_span().add_event("pmc.budget.wait", {"pmc.wait_ms": seconds * 1000})
 
+    def job_polled(self, source: str) -> None:
+        self.job_polls.add(1, {SOURCE: source})
+        self.job_poll_counts[source] += 1
+
+    def job_followed(self, outcome: str, seconds: float | None) -> None:
+        self.jobs.add(1, {OUTCOME: outcome})
+        if seconds is not None:
+            self.job_duration.record(seconds)
+
     def budget_used(self, environment: str, used: int, limit: int) -> None:
         self._budget_used[environment] = (used / limit, time.monotonic())
 
@@ -420,6 +448,12 @@ class StageObservers:
 
     def budget_rejected(self, request: UpstreamRequest, limit: str) -> None:
         self._t.budget_rejected_for(request, limit)
+
+    def job_polled(self, request: UpstreamRequest, source: str) -> None:
+        self._t.job_polled(source)
+
+    def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None:
+        self._t.job_followed(outcome, seconds)
 
     def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
         self._t.upstream_throttled_for(request, pause_s)

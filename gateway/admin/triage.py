@@ -14,6 +14,7 @@ import structlog
 from gateway import json_bytes
 from gateway.errors import StoreError
 from gateway.record import RequestRecord
+from gateway.stages.jobs import job_story
 from gateway.store.base import Store
 from gateway.tasks import stop_task
 
@@ -91,10 +92,16 @@ class RecordWriter:
     async def get(self, request_id: str) -> dict[str, object] | None:
         self._before_read()
         record = self.pending(request_id)
-        if record is not None:
-            return record.to_json()
-        raw = await self._store.get_record(request_id)
-        return None if raw is None else json.loads(raw)  # orjson refuses escaped lone surrogates
+        found = record.to_json() if record is not None else None
+        if found is None:
+            raw = await self._store.get_record(request_id)
+            found = None if raw is None else json.loads(raw)  # orjson refuses escaped lone surrogates
+        if found is None:
+            return None
+        try:
+            return await job_story(self._store, found)
+        except StoreError:
+            return found  # the record without what was learnt later: still the record
 
 
 def render(record: dict[str, object]) -> str:
@@ -119,6 +126,7 @@ def render(record: dict[str, object]) -> str:
     upstream_ms = sum(float(a.get("latencyMs") or 0) for a in attempts)
     backoff_ms = sum(float(a.get("delayMs") or 0) for a in attempts)
     budget_ms = float(record.get("budgetWaitMs") or 0)  # type: ignore[arg-type]
+    job_ms = float(record.get("jobWaitMs") or 0)  # type: ignore[arg-type]
     total = float(record.get("latencyMs") or 0)  # type: ignore[arg-type]
     lines.append("")
     lines.append(f"attempts  {len(attempts)}")
@@ -130,12 +138,44 @@ def render(record: dict[str, object]) -> str:
         )
     lines.append("")
     lines.append("where the time went")
-    other = max(0.0, total - upstream_ms - backoff_ms - budget_ms)
+    other = max(0.0, total - upstream_ms - backoff_ms - budget_ms - job_ms)
     for label, value in (
         ("rate-budget wait", budget_ms),
+        ("the job's time", job_ms),
         ("retry backoff", backoff_ms),
         ("upstream", upstream_ms),
         ("gateway", other),
     ):
         lines.append(f"  {label:<17}{value:9.1f} ms")
+    lines += _timeline(record)
     return "\n".join(lines)
+
+
+def _when(seconds: object) -> str:
+    from gateway.clock import iso_utc_ms
+
+    return iso_utc_ms(float(seconds)) if isinstance(seconds, int | float) else "-"
+
+
+def _timeline(record: dict[str, object]) -> list[str]:
+    """The job this request created and the webhook events of its booking, in time order."""
+    job = cast(dict[str, Any] | None, record.get("job"))
+    events = cast(list[dict[str, Any]], record.get("events") or [])
+    if not job and not events:
+        return []
+    blank = " " * 24
+    moments: list[tuple[float, list[str]]] = []
+    if job:
+        finished = job.get("finishedAt")
+        line = f"job {job['jobId']} {job.get('state')} after {job.get('polls')} upstream poll(s)"
+        moments.append((float(finished) if finished else float("inf"), [f"  {_when(finished) if finished else blank}  {line}"]))
+    for event in events:
+        lines = [f"  {_when(event.get('receivedAt'))}  webhook {event.get('type')} {event['eventId']}"]
+        lines += [f"  {blank}    → {d['subscriber']}: {d['status']} (attempt {d['attempts']})" for d in event.get("deliveries", [])]
+        moments.append((float(event.get("receivedAt") or 0), lines))
+    out = ["", "what happened next", f"  {record.get('startedAt')}  request answered {record.get('status')}"]
+    if record.get("bookingId"):
+        out.append(f"  {blank}  booking {record['bookingId']}")
+    for _, lines in sorted(moments, key=lambda m: m[0]):
+        out += lines
+    return out

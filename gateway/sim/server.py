@@ -76,6 +76,8 @@ class SimConfig:
     webhook_base_delay_s: float = 1.0
     webhook_horizon_s: float = 86400.0
     job_eta_s: float = 15.0
+    job_fail_rate: float = 0.0  # share of jobs that end "failed"
+    job_slow_rate: float = 0.0  # share of jobs that take three times their eta
     seed: int | None = None
     record: bool = True  # keep /_sim/requests (tests); the benchmark turns it off
     faults: Faults = field(default_factory=Faults)
@@ -285,10 +287,12 @@ class Simulator:
         if idem and (request[SIM_KEY], idem) in self.idempotent:
             status, stored = self.idempotent[(request[SIM_KEY], idem)]
             return self._reply(status, stored)
-        if request.headers.get("Prefer") == "respond-async" or payload.get("async") is True:
+        if "respond-async" in request.headers.get("Prefer", "").replace(" ", "").split(",") or payload.get("async") is True:
             job_id = f"job_{self.next_job}"
             self.next_job += 1
-            self.jobs[job_id] = {"payload": payload, "ready_at": time.monotonic() + self.config.job_eta_s}
+            slow = self.rng.random() < self.config.job_slow_rate
+            self.jobs[job_id] = {"payload": payload, "fails": self.rng.random() < self.config.job_fail_rate}
+            asyncio.get_running_loop().call_later(self.config.job_eta_s * (3 if slow else 1), self._finish_job, job_id)
             body: dict[str, object] = {"status": "accepted", "jobId": job_id, "eta": f"{self.config.job_eta_s:g}s", "requestId": request_id}
             status = 202
         else:
@@ -299,7 +303,15 @@ class Simulator:
             self.idempotent[(request[SIM_KEY], idem)] = (status, body)
         return self._reply(status, body)
 
-    def _book(self, payload: dict[str, object]) -> dict[str, object]:
+    def _finish_job(self, job_id: str) -> None:
+        """A job ends on its own time, whether or not anyone polls it; its webhook names it."""
+        job = self.jobs[job_id]
+        if job["fails"]:
+            job["error"] = {"code": "SLOT_TAKEN", "message": "The requested slot is no longer available"}
+        else:
+            job["booking"] = self._book(job["payload"], job_id=job_id)  # type: ignore[arg-type]
+
+    def _book(self, payload: dict[str, object], job_id: str | None = None) -> dict[str, object]:
         booking_id = f"bk_{self.next_booking}"
         self.next_booking += 1
         booking = {
@@ -312,18 +324,19 @@ class Simulator:
             "state": "confirmed",
         }
         self.bookings[booking_id] = booking
-        self._emit("booking.created", booking)
+        self._emit("booking.created", booking, job_id)
         return booking
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])
         if job is None:
             return self._error(404, "NOT_FOUND", "No such job", request[SIM_REQUEST_ID])
-        if time.monotonic() < job["ready_at"]:  # type: ignore[operator]
-            return self._reply(200, {"status": "ok", "jobId": request.match_info["job_id"], "state": "pending"})
+        job_id = request.match_info["job_id"]
+        if "error" in job:
+            return self._reply(200, {"status": "ok", "jobId": job_id, "state": "failed", "error": job["error"]})
         if "booking" not in job:
-            job["booking"] = self._book(job["payload"])  # type: ignore[arg-type]
-        return self._reply(200, {"status": "ok", "jobId": request.match_info["job_id"], "state": "completed", "result": job["booking"]})
+            return self._reply(200, {"status": "ok", "jobId": job_id, "state": "pending"})
+        return self._reply(200, {"status": "ok", "jobId": job_id, "state": "completed", "result": job["booking"]})
 
     async def get_booking(self, request: web.Request) -> web.Response:
         booking = self.bookings.get(request.match_info["booking_id"])
@@ -354,14 +367,14 @@ class Simulator:
         return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "state": "cancelled", "requestId": request[SIM_REQUEST_ID]})
 
     # -- webhooks ----------------------------------------------------------------------------
-    def _emit(self, event_type: str, booking: dict[str, object]) -> None:
+    def _emit(self, event_type: str, booking: dict[str, object], job_id: str | None = None) -> None:
         if not self.config.webhook_url:
             return
         event = {
             "eventId": "evt_" + "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(12)),
             "type": event_type,
             "createdAt": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "data": {k: booking[k] for k in ("bookingId", "start", "timezone", "state")},
+            "data": {k: booking[k] for k in ("bookingId", "start", "timezone", "state")} | ({"jobId": job_id} if job_id else {}),
         }
         self.webhooks.put_nowait((0, json.dumps(event, separators=(",", ":")).encode(), time.monotonic()))
 
@@ -494,6 +507,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         webhook_url=args.webhook_url,
         webhook_secret=secret.encode(),
         seed=args.seed,
+        job_eta_s=args.job_eta_s,
+        job_fail_rate=args.job_fail_rate,
+        job_slow_rate=args.job_slow_rate,
         faults=Faults(
             latency_ms=args.latency_ms,
             error_rate=args.error_rate,

@@ -4,7 +4,7 @@ when Redis is unreachable. Nothing here survives a restart; every structure is b
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gateway.clock import Clock, SystemClock
 from gateway.store import rolling_budget
@@ -18,6 +18,8 @@ from gateway.store.base import (
 
 MAX_RECORDS = 20_000
 MAX_IDEMPOTENCY_ENTRIES = 100_000
+MAX_JOBS = 20_000
+MAX_TIMELINE = 100  # entries per booking or job
 
 
 class _ExpiringMap:
@@ -75,6 +77,9 @@ class MemoryStore:
         self._members = _ExpiringMap(self._clock, 1_000)
         self._snapshots = _ExpiringMap(self._clock, 1_000)
         self._webhook_seen = _ExpiringMap(self._clock, 1_000_000)
+        self._jobs = _ExpiringMap(self._clock, MAX_JOBS)
+        self._poll_claims = _ExpiringMap(self._clock, MAX_JOBS)
+        self._timelines = _ExpiringMap(self._clock, MAX_JOBS)
         self._webhook_events: dict[str, bytes] = {}
         self._webhook_due: dict[str, float] = {}
         self._webhook_dead: dict[str, float] = {}
@@ -145,6 +150,37 @@ class MemoryStore:
             and existing.fingerprint == fingerprint
         ):
             self._idempotency.delete(scope)
+
+    # -- async jobs and timelines ---------------------------------------------
+    async def job_update(self, job_id: str, fields: Mapping[str, str], polls: int, ttl_s: float) -> None:
+        found = self._jobs.get(job_id)
+        entry = dict(found) if isinstance(found, dict) else {}
+        if "final" in entry:
+            fields = {k: v for k, v in fields.items() if k in ("requestId", "bookingId", "finishedAt")}
+        if "finishedAt" in entry:  # the first to learn the end knows when
+            fields = {k: v for k, v in fields.items() if k != "finishedAt"}
+        entry.update(fields)
+        entry["polls"] = str(int(entry.get("polls", "0")) + polls)
+        self._jobs.set(job_id, entry, ttl_s)
+
+    async def job_get(self, job_id: str) -> dict[str, str] | None:
+        found = self._jobs.get(job_id)
+        return dict(found) if isinstance(found, dict) else None
+
+    async def job_poll_claim(self, job_id: str, interval_s: float) -> bool:
+        if self._poll_claims.get(job_id) is not None:
+            return False
+        self._poll_claims.set(job_id, True, interval_s)
+        return True
+
+    async def timeline_add(self, key: str, entry: bytes, ttl_s: float) -> None:
+        found = self._timelines.get(key)
+        entries = list(found) if isinstance(found, list) else []
+        self._timelines.set(key, [*entries[-(MAX_TIMELINE - 1):], entry], ttl_s)
+
+    async def timeline(self, key: str) -> list[bytes]:
+        found = self._timelines.get(key)
+        return list(found) if isinstance(found, list) else []
 
     # -- triage records -----------------------------------------------------
     async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:

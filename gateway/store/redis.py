@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from redis import RedisError
@@ -49,6 +49,14 @@ def idempotency_key(scope: str) -> str:
 
 def probe_key(name: str) -> str:
     return f"{PREFIX}:{{breaker:{name}}}:probe"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:{{job:{job_id}}}"
+
+
+def timeline_key(key: str) -> str:
+    return f"{PREFIX}:timeline:{key}"
 
 
 def record_key(request_id: str) -> str:
@@ -210,6 +218,28 @@ class RedisStore:
 
     async def idempotency_release(self, scope: str, fingerprint: str) -> None:
         await self._fast_script("idempotency_release", [idempotency_key(scope)], [fingerprint])
+
+    # -- async jobs and timelines ---------------------------------------------
+    async def job_update(self, job_id: str, fields: Mapping[str, str], polls: int, ttl_s: float) -> None:
+        flat = [part for pair in fields.items() for part in pair]
+        await self._script("job_update", [job_key(job_id)], [polls, int(ttl_s * 1000), *flat])
+
+    async def job_get(self, job_id: str) -> dict[str, str] | None:
+        raw = await self._run(self.client.hgetall(job_key(job_id)))
+        return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+
+    async def job_poll_claim(self, job_id: str, interval_s: float) -> bool:
+        return bool(await self._run(self.client.set(f"{job_key(job_id)}:poll", b"1", nx=True, px=max(1, int(interval_s * 1000)))))
+
+    async def timeline_add(self, key: str, entry: bytes, ttl_s: float) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(timeline_key(key), entry)
+        pipe.ltrim(timeline_key(key), -100, -1)
+        pipe.expire(timeline_key(key), int(ttl_s))
+        await self._run(pipe.execute())
+
+    async def timeline(self, key: str) -> list[bytes]:
+        return [bytes(e) for e in await self._run(self.client.lrange(timeline_key(key), 0, -1))]
 
     # -- triage records -----------------------------------------------------
     async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:

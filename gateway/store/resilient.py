@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 import structlog
@@ -191,6 +191,29 @@ class ResilientStore:
     async def idempotency_release(self, scope: str, fingerprint: str) -> None:
         await self._fallback.idempotency_release(scope, fingerprint)
         await self._either(lambda: self._primary.idempotency_release(scope, fingerprint), _none)
+
+    async def job_update(self, job_id: str, fields: Mapping[str, str], polls: int, ttl_s: float) -> None:
+        await self._either(
+            lambda: self._primary.job_update(job_id, fields, polls, ttl_s),
+            lambda: self._fallback.job_update(job_id, fields, polls, ttl_s),
+        )
+
+    async def job_get(self, job_id: str) -> dict[str, str] | None:
+        return await self._either(lambda: self._primary.job_get(job_id), lambda: self._fallback.job_get(job_id))
+
+    async def job_poll_claim(self, job_id: str, interval_s: float) -> bool:
+        return await self._either(
+            lambda: self._primary.job_poll_claim(job_id, interval_s),
+            lambda: self._fallback.job_poll_claim(job_id, interval_s),
+        )
+
+    async def timeline_add(self, key: str, entry: bytes, ttl_s: float) -> None:
+        await self._either(
+            lambda: self._primary.timeline_add(key, entry, ttl_s), lambda: self._fallback.timeline_add(key, entry, ttl_s)
+        )
+
+    async def timeline(self, key: str) -> list[bytes]:
+        return await self._either(lambda: self._primary.timeline(key), lambda: self._fallback.timeline(key))
 
     async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
         await self._either(

@@ -30,6 +30,7 @@ from gateway.store.base import Store
 from gateway.tasks import stop_task
 from gateway.upstream import client_ssl_context
 from gateway.webhooks.event import WebhookEvent
+from gateway.webhooks.links import note_deliveries
 from gateway.webhooks.signature import sign
 
 log = structlog.get_logger("gateway.webhooks")
@@ -111,6 +112,7 @@ class WebhookRelay:
         targets = [name for name in event.pending if name in self._subscribers]
         results = await asyncio.gather(*(self._post(self._subscribers[name], event) for name in targets))
         failures = {name: error for name, error in zip(targets, results, strict=True) if error is not None}
+        await note_deliveries(self._store, event, dict(zip(targets, results, strict=True)))
         now = self._clock.wall()
         try:
             if not failures:

@@ -24,6 +24,7 @@ from gateway.source_ip import Network, source_ip
 from gateway.store.base import Store
 from gateway.telemetry import Telemetry
 from gateway.webhooks.event import WebhookEvent, parse_event
+from gateway.webhooks.links import link_event
 from gateway.webhooks.relay import matching
 from gateway.webhooks.signature import verify
 
@@ -48,6 +49,7 @@ def webhook_routes(
     max_body_bytes: int,
     trusted: Sequence[Network],
     admin_token: Callable[[], str | None],
+    environments: Sequence[str] = (),
 ) -> list[web.RouteDef]:
     guard = admin_guard(admin_token)
 
@@ -93,6 +95,8 @@ def webhook_routes(
         if not accepted:
             answer["duplicate"] = True
         log.info("webhook_accepted", eventId=event_id, type=event_type, duplicate=not accepted, subscribers=event.pending)
+        if accepted:
+            await link_event(store, event, environments, now)
         return json_response(answer)
 
     async def dead_letters(request: web.Request) -> web.StreamResponse:

@@ -154,3 +154,34 @@ async def test_first_seen_is_set_once(store: Store) -> None:
     assert await store.first_seen("apikey:abc", 1_000.0) == 1_000.0
     assert await store.first_seen("apikey:abc", 2_000.0) == 1_000.0  # every replica reads the first
     assert await store.first_seen("apikey:def", 2_000.0) == 2_000.0
+
+
+async def test_a_job_entry_adds_polls_and_never_leaves_final(store: Store) -> None:
+    await store.job_update("job_1", {"requestId": "req_a", "state": "pending"}, 1, 60)
+    await store.job_update("job_1", {"state": "pending"}, 2, 60)
+    await store.job_update("job_1", {"state": "completed", "final": "{}"}, 1, 60)
+    await store.job_update("job_1", {"state": "pending", "bookingId": "bk_1"}, 1, 60)  # late, stale poll
+    entry = await store.job_get("job_1")
+    assert entry == {"requestId": "req_a", "state": "completed", "final": "{}", "bookingId": "bk_1", "polls": "5"}
+    assert await store.job_get("job_missing") is None
+
+
+async def test_one_job_poll_per_interval(store: Store) -> None:
+    assert await store.job_poll_claim("job_2", 0.3)
+    assert not await store.job_poll_claim("job_2", 0.3)
+    await asyncio.sleep(0.35)
+    assert await store.job_poll_claim("job_2", 0.3)
+
+
+async def test_a_timeline_keeps_its_order(store: Store) -> None:
+    for entry in (b"1", b"2", b"3"):
+        await store.timeline_add("booking:bk_1", entry, 60)
+    assert await store.timeline("booking:bk_1") == [b"1", b"2", b"3"]
+    assert await store.timeline("booking:none") == []
+
+
+async def test_a_jobs_end_time_is_the_first_learnt(store: Store) -> None:
+    await store.job_update("job_3", {"state": "completed", "finishedAt": "10.0"}, 0, 60)  # from a webhook
+    await store.job_update("job_3", {"state": "completed", "final": "{}", "finishedAt": "12.0"}, 1, 60)  # a later poll
+    entry = await store.job_get("job_3")
+    assert entry is not None and entry["finishedAt"] == "10.0" and entry["final"] == "{}"

@@ -1,0 +1,242 @@
+"""Async jobs (SPEC §5): follow a 202 to its end for a caller that asks, and share polls.
+
+- A request answered ``202 {"jobId":…,"eta":…}`` is noted under its jobId (who created it).
+  With ``Prefer: wait=N`` (RFC 7240; a malformed preference is ignored), the job is followed:
+  the first poll at the answer's ``eta`` or 1 s, whichever is sooner, then backing off, each
+  poll through the rest of the chain (budget, breaker, retries). The caller gets the final job
+  answer as the upstream gave it, with ``Preference-Applied: wait=N``, or the original 202 when
+  the job is not final within N s (capped by ``jobs.max_wait_s`` and the request's deadline).
+  The follow runs in a task of its own: a caller hanging up does not stop it before its bound,
+  so the job's entry still learns how it ended.
+- ``GET /v1/jobs/{jobId}``, from any caller on any replica: a final answer, however learnt, is
+  replayed from the store (``X-Gateway-Cache: hit``); a pending job is polled upstream at most
+  once per ``jobs.poll_interval_ms``, the others get that poll's answer (``X-Gateway-Cache:
+  shared``). Each caller sees the upstream's status, headers and body as they were.
+- The entry (``environment:jobId``) keeps the creating requestId, state, upstream polls, end
+  time and the result's bookingId: ``job_story`` joins them, and the booking's webhook events
+  and deliveries, to that request's triage record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.clock import Clock
+from gateway.store.base import Store
+from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
+
+JOB_PATH = re.compile(r"^/v1/jobs/([A-Za-z0-9._:\-]{1,128})$")
+PREFER_WAIT = re.compile(r"^\s*wait\s*=\s*(\d{1,9})\s*$", re.IGNORECASE)
+FINAL_STATES = frozenset({"completed", "failed"})
+FIRST_POLL_MAX_S = 1.0
+POLL_BACKOFF = 1.5
+POLL_MAX_S = 5.0
+ETA = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_ETA_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0}
+CACHE_HEADER = "X-Gateway-Cache"
+SHARED_POLL_CHECK_S = 0.05
+
+
+class JobObserver(Protocol):
+    def job_polled(self, request: UpstreamRequest, source: str) -> None: ...
+    def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None: ...
+
+
+def preferred_wait(headers: tuple[tuple[str, str], ...]) -> int | None:
+    """The ``wait`` of the caller's ``Prefer`` header(s), or None (absent or malformed: ignored)."""
+    for name, value in headers:
+        if name.lower() == "prefer":
+            for preference in value.split(","):
+                match = PREFER_WAIT.match(preference.split(";", 1)[0])
+                if match:
+                    return int(match.group(1))
+    return None
+
+
+def _json(body: bytes) -> dict[str, Any] | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def state_of(response: UpstreamResponse) -> str | None:
+    payload = _json(response.body)
+    state = payload.get("state") if payload else None
+    return state if isinstance(state, str) else None
+
+
+def booking_of(payload: Mapping[str, Any] | None) -> str | None:
+    if not payload:
+        return None
+    for holder in (payload, payload.get("result"), payload.get("data")):
+        if isinstance(holder, dict) and isinstance(holder.get("bookingId"), str):
+            return str(holder["bookingId"])[:128]
+    return None
+
+
+def eta_s(payload: Mapping[str, Any]) -> float | None:
+    match = ETA.match(str(payload.get("eta", "")))
+    return float(match.group(1)) * _ETA_UNITS[match.group(2)] if match else None
+
+
+def encode(response: UpstreamResponse) -> str:
+    return json.dumps({"status": response.status, "headers": list(response.headers), "body": base64.b64encode(response.body).decode()})
+
+
+def decode(blob: str, cache: str) -> UpstreamResponse:
+    stored = json.loads(blob)
+    headers = tuple((k, v) for k, v in stored["headers"])
+    return UpstreamResponse(stored["status"], (*headers, (CACHE_HEADER, cache)), base64.b64decode(stored["body"]), replayed=True)
+
+
+def job_entry_key(environment: str, job_id: str) -> str:
+    return f"{environment}:{job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobsStage:
+    store: Store
+    clock: Clock
+    max_wait_s: float
+    poll_interval_s: float
+    ttl_s: float
+    observer: JobObserver
+    name: str = field(default="jobs")
+    following: set[asyncio.Task[UpstreamResponse | None]] = field(default_factory=set)
+
+    async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
+        job_path = JOB_PATH.match(request.target.split("?", 1)[0]) if request.method == "GET" else None
+        if job_path is not None:
+            return await self.poll(request, job_path.group(1), next)
+        response = await next(request)
+        payload = _json(response.body) if response.status in (200, 202) else None
+        if response.status != 202 or not payload or not isinstance(payload.get("jobId"), str):
+            return response
+        job_id = payload["jobId"][:128]
+        request.record.job_id = job_id  # whatever the caller is answered in the end, it made this job
+        await self.store.job_update(
+            job_entry_key(request.environment, job_id),
+            {"jobId": job_id, "requestId": request.request_id, "state": "accepted", "createdAt": repr(self.clock.wall())},
+            0,
+            self.ttl_s,
+        )
+        wait = preferred_wait(request.headers)
+        if not wait:
+            return response
+        bound = min(float(wait), self.max_wait_s, request.deadline - self.clock.monotonic())
+        task = asyncio.create_task(self._follow(request, job_id, eta_s(payload), bound, next))
+        self.following.add(task)
+        task.add_done_callback(self.following.discard)
+        started = self.clock.monotonic()
+        try:
+            final = await asyncio.shield(task)  # the caller hanging up does not end the follow
+        finally:
+            request.record.job_wait_ms += (self.clock.monotonic() - started) * 1000
+        if final is None:
+            return response  # not final within the wait: the original 202, unchanged
+        return UpstreamResponse(final.status, (*final.headers, ("Preference-Applied", f"wait={wait}")), final.body)
+
+    async def _follow(self, request: UpstreamRequest, job_id: str, eta: float | None, bound_s: float, next: Upstream) -> UpstreamResponse | None:
+        started = self.clock.monotonic()
+        end = started + bound_s
+        delay = min(eta if eta is not None and eta > 0 else FIRST_POLL_MAX_S, FIRST_POLL_MAX_S)
+        poll = UpstreamRequest(
+            "GET", f"/v1/jobs/{job_id}", "/v1/jobs/{id}",
+            tuple((k, v) for k, v in request.headers if k.lower() not in ("content-type", "idempotency-key", "prefer")),
+            b"", request.client, request.environment, request.request_id, end, request.record,
+        )
+        while self.clock.monotonic() + delay < end:
+            await self.clock.sleep(delay)
+            answer = await self.poll(poll, job_id, next)
+            state = state_of(answer)
+            if state in FINAL_STATES:
+                self.observer.job_followed(request, str(state), self.clock.monotonic() - started)
+                return answer
+            if state is None or answer.status != 200:
+                # not a job answer (not JSON, no state, an error): the follow ends with what was sent
+                self.observer.job_followed(request, "failed", None)
+                return answer
+            delay = min(delay * POLL_BACKOFF, POLL_MAX_S)
+        self.observer.job_followed(request, "not_final", None)
+        return None
+
+    async def _answer_of_the_poll_in_flight(self, key: str) -> dict[str, str]:
+        """Another caller holds this interval's poll and its answer is not stored yet: wait for
+        it (a short while, within the interval) rather than poll the upstream a second time."""
+        waited = 0.0
+        while waited < self.poll_interval_s:
+            await self.clock.sleep(SHARED_POLL_CHECK_S)
+            waited += SHARED_POLL_CHECK_S
+            entry = await self.store.job_get(key) or {}
+            if "last" in entry or "final" in entry:
+                return entry
+        return {}
+
+    async def poll(self, request: UpstreamRequest, job_id: str, next: Upstream) -> UpstreamResponse:
+        """One caller's poll of a job: from the store when it can be, else one upstream poll."""
+        key = job_entry_key(request.environment, job_id)
+        entry = await self.store.job_get(key) or {}
+        if "final" in entry:
+            self.observer.job_polled(request, "cache")
+            return decode(entry["final"], "hit")
+        if not await self.store.job_poll_claim(key, self.poll_interval_s):
+            shared = entry if "last" in entry else await self._answer_of_the_poll_in_flight(key)
+            if "final" in shared:
+                self.observer.job_polled(request, "cache")
+                return decode(shared["final"], "hit")
+            if "last" in shared:
+                self.observer.job_polled(request, "shared")
+                return decode(shared["last"], "shared")
+        response = await next(request)
+        self.observer.job_polled(request, "upstream")
+        state = state_of(response)
+        fields = {"jobId": job_id, "state": state or f"http {response.status}", "lastPolledAt": repr(self.clock.wall())}
+        if response.status == 200 and state in FINAL_STATES:
+            fields["final"] = encode(response)
+            fields["finishedAt"] = repr(self.clock.wall())
+            booking = booking_of(_json(response.body))
+            if booking:
+                fields["bookingId"] = booking
+        elif response.status == 200 and state is not None:
+            fields["last"] = encode(response)
+        await self.store.job_update(key, fields, 1, self.ttl_s)
+        return response
+
+
+async def job_story(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+    """The triage record with what the gateway has learnt since: the job it created (however
+    learnt: following, any caller's poll, a webhook) and the webhook events of its booking."""
+    job_id, environment = record.get("jobId"), record.get("environment")
+    booking = record.get("bookingId")
+    if isinstance(job_id, str) and isinstance(environment, str):
+        entry = await store.job_get(job_entry_key(environment, job_id))
+        if entry:
+            finished = entry.get("finishedAt")
+            record["job"] = {
+                "jobId": job_id,
+                "state": entry.get("state"),
+                "polls": int(entry.get("polls", "0")),
+                "finishedAt": float(finished) if finished else None,
+            }
+            booking = booking or entry.get("bookingId")
+    if isinstance(booking, str):
+        record["bookingId"] = booking
+        events: dict[str, dict[str, Any]] = {}
+        for raw in await store.timeline(f"booking:{booking}"):
+            item = json.loads(raw)
+            event = events.setdefault(item["eventId"], {"eventId": item["eventId"], "type": None, "receivedAt": None, "deliveries": []})
+            if item["kind"] == "event":
+                event["type"], event["receivedAt"] = item["type"], item["receivedAt"]
+            else:
+                deliveries = [d for d in event["deliveries"] if d["subscriber"] != item["subscriber"]]
+                event["deliveries"] = [*deliveries, {"subscriber": item["subscriber"], "status": item["status"], "attempts": item["attempts"]}]
+        record["events"] = list(events.values())
+    return record
