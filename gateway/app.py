@@ -52,6 +52,7 @@ from gateway.stages.retry import Backoff, RetryStage
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
+from gateway.store.redis_connection import RedisTarget
 from gateway.store.resilient import ResilientStore
 from gateway.telemetry import StageObservers, Telemetry
 from gateway.upstream import UpstreamClient
@@ -137,11 +138,13 @@ class Components:
                     self.key_first_seen[name] = await self.store.first_seen(f"apikey:{fingerprint}", self.clock.wall())
 
 
-def make_store(settings: Settings, clock: Clock, member_id: str) -> Store:
+def make_store(settings: Settings, clock: Clock, member_id: str, redis_password: str | None = None) -> Store:
     if settings.store.is_memory:
         return MemoryStore(clock)
+    store = settings.store
+    target = RedisTarget(store.url, redis_password, store.ca_file, store.cluster, store.sentinel_master, store.sentinels)
     return ResilientStore(
-        RedisStore(settings.store.url),
+        RedisStore(target, ack_replicas=store.webhook_ack_replicas),
         member_id=member_id,
         min_members=settings.server.workers,
         clock=clock,
@@ -162,7 +165,7 @@ def build_components(
     clock = clock or SystemClock()
     rng = rng or random.Random()
     member_id = member_id or f"{socket.gethostname()}:{os.getpid()}:{ulid()[-6:]}"
-    store = make_store(settings, clock, member_id)
+    store = make_store(settings, clock, member_id, secrets.redis_password)
     telemetry = Telemetry(settings.telemetry, member_id=member_id, span_exporter=span_exporter)
     after_answer = AfterAnswer()
     observers = StageObservers(telemetry)

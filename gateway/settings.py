@@ -97,6 +97,38 @@ class ServerSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "memory://"
+    password_env: str = ""  # the variable holding the Redis password (AUTH / ACL); never in the url
+    ca_file: str = ""  # an extra CA bundle for rediss://
+    cluster: bool = False
+    sentinel_master: str = ""
+    sentinels: StrTuple = ()
+    webhook_ack_replicas: Annotated[int, Field(ge=0, le=16)] = 0
+
+    @field_validator("sentinels")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"each must be host:port, got {address!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_deployment(self) -> StoreSettings:
+        memory = self.url.startswith("memory:")
+        if self.cluster and self.sentinel_master:
+            raise ValueError("cluster = true and sentinel_master are two deployments: set one")
+        for name, value in (("cluster", self.cluster), ("sentinel_master", self.sentinel_master), ("sentinels", self.sentinels),
+                            ("webhook_ack_replicas", self.webhook_ack_replicas), ("password_env", self.password_env)):
+            if memory and value:
+                raise ValueError(f"{name} needs a redis:// or rediss:// url; memory:// has no {name}")
+        if self.sentinels and not self.sentinel_master:
+            raise ValueError("sentinels needs sentinel_master")
+        if self.cluster and self.webhook_ack_replicas:
+            raise ValueError("webhook_ack_replicas is not supported with cluster = true (WAIT must share the write's connection)")
+        if "@" in self.url.split("://", 1)[-1].split("/", 1)[0] and ":" in self.url.split("://", 1)[-1].split("@", 1)[0]:
+            raise ValueError("url must not carry a password (secrets never live in the file): use password_env")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -481,6 +513,7 @@ class Secrets:
     admin_token: str | None
     webhook_secrets: tuple[bytes, ...]
     subscriber_secrets: Mapping[str, bytes]
+    redis_password: str | None = None
 
     def __repr__(self) -> str:  # keeps secrets out of tracebacks and debug output
         return f"Secrets(environments={sorted(self.api_keys)}, admin_token={'set' if self.admin_token else 'unset'})"
@@ -564,10 +597,17 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
                 problems.append(f"server.tls.{field}: no such file {file}")
     if settings.upstream.ca_file and not Path(settings.upstream.ca_file).is_file():
         problems.append(f"upstream.ca_file: no such file {settings.upstream.ca_file}")
+    if settings.store.ca_file and not Path(settings.store.ca_file).is_file():
+        problems.append(f"store.ca_file: no such file {settings.store.ca_file}")
+    redis_password = None
+    if settings.store.password_env:
+        redis_password = environ.get(settings.store.password_env)
+        if not redis_password:
+            problems.append(f"store.password_env: environment variable {settings.store.password_env} is not set")
 
     if problems:
         raise ConfigError(problems)
-    return Secrets(api_keys, admin_token, webhook_secrets, subscriber_secrets)
+    return Secrets(api_keys, admin_token, webhook_secrets, subscriber_secrets, redis_password)
 
 
 def token_digest(token: str) -> str:

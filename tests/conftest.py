@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -58,3 +59,30 @@ def processes() -> Iterator[list[GatewayProcess]]:
     yield started
     for process in started:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    from tests.support.redis_topologies import Cluster
+
+    cluster = Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[Any]:
+    from tests.support.redis_topologies import SentinelSet
+
+    topology = SentinelSet()
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls() -> Iterator[Any]:
+    from tests.support.redis_topologies import TlsServer
+
+    server = TlsServer()
+    yield server
+    server.stop()

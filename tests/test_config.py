@@ -256,3 +256,28 @@ def test_a_malformed_proxy_url_is_named(tmp_path: Path, proxy_url: str, problem:
     result = check_config(path, example_env())
     assert result.returncode == 2 and problem in result.stderr, result.stderr
     assert "user:secret" not in result.stderr  # the credentials are never echoed
+
+
+@pytest.mark.parametrize(
+    ("store", "problem"),
+    [
+        ('url = "redis://r:6379"\ncluster = true\nsentinel_master = "m"', "cluster = true and sentinel_master are two deployments"),
+        ('url = "memory://"\ncluster = true', "cluster needs a redis:// or rediss:// url"),
+        ('url = "memory://"\nsentinel_master = "m"', "sentinel_master needs a redis:// or rediss:// url"),
+        ('url = "redis://r:6379"\nsentinels = ["nope"]', "each must be host:port"),
+        ('url = "redis://user:pw@r:6379"', "url must not carry a password"),
+        ('url = "redis://r:6379"\npassword_env = "PMC_REDIS_PASSWORD_UNSET"', "store.password_env: environment variable PMC_REDIS_PASSWORD_UNSET is not set"),
+    ],
+)
+def test_bad_store_combinations_are_named(tmp_path: Path, store: str, problem: str) -> None:
+    path = tmp_path / "store.toml"
+    path.write_text(_with_store(store))
+    result = check_config(path, example_env())
+    assert result.returncode == 2 and problem in result.stderr, result.stderr
+
+
+def _with_store(store: str) -> str:
+    text = EXAMPLE.read_text()
+    start = text.index("[store]")
+    end = text.index("\n[", start + 1)
+    return text[:start] + "[store]\n" + store + "\n" + text[end:]

@@ -13,15 +13,13 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from redis import RedisError
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from gateway.errors import StoreError
-from gateway.store import rolling_budget
+from gateway.store import redis_connection, rolling_budget
 from gateway.store.base import (
     Admission,
     BreakerTransition,
@@ -29,7 +27,8 @@ from gateway.store.base import (
     IdempotencyEntry,
     IdempotencyState,
 )
-from gateway.store.resp import RespConnection, RespConnectionError, RespReplyError
+from gateway.store.redis_connection import FastPath, RedisTarget
+from gateway.store.resp import Command, RespConnectionError, RespReplyError
 
 PREFIX = "pmcgw"
 _SCRIPTS = Path(__file__).with_name("redis_scripts")
@@ -71,7 +70,7 @@ def first_seen_key(name: str) -> str:
 
 
 def snapshot_key(member: str) -> str:
-    return f"{PREFIX}:snapshot:{member}"
+    return f"{PREFIX}:{{snap}}:{member}"  # one slot: they are read together (MGET)
 
 
 def webhook_seen_key(event_id: str) -> str:
@@ -82,7 +81,22 @@ WEBHOOK_EVENTS = f"{PREFIX}:{{wh}}:events"
 WEBHOOK_DUE = f"{PREFIX}:{{wh}}:due"
 WEBHOOK_DEAD = f"{PREFIX}:{{wh}}:dead"
 BREAKERS_KEY = f"{PREFIX}:breakers"
+WEBHOOK_WAIT_MS = 250  # SPEC §3 webhook_ack_replicas: at most this long for the replicas
 MEMBERS_KEY = f"{PREFIX}:members"
+
+
+class _NotStarted:
+    async def call(self, *command: bytes | str | int | float) -> Any:
+        raise RespConnectionError("redis store not started")
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        raise RespConnectionError("redis store not started")
+
+    def reset(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 class RedisStore:
@@ -91,24 +105,19 @@ class RedisStore:
 
     kind = "redis"
 
-    def __init__(self, url: str, *, op_timeout_s: float = 0.25) -> None:
-        self._url = url
+    def __init__(self, target: RedisTarget | str, *, op_timeout_s: float = 0.25, ack_replicas: int = 0) -> None:
+        self._target = target if isinstance(target, RedisTarget) else RedisTarget(target)
         self._op_timeout_s = op_timeout_s
-        self._redis: Redis | None = None
+        self._ack_replicas = ack_replicas
+        self._redis: Any = None
         self._scripts: dict[str, AsyncScript] = {}
-        self._fast = RespConnection(url, op_timeout_s=op_timeout_s)
+        self._fast: FastPath = _NotStarted()
         self._lua = {path.stem: path.read_bytes() for path in _SCRIPTS.glob("*.lua")}
         self._sha = {name: hashlib.sha1(source).hexdigest() for name, source in self._lua.items()}
 
     async def start(self) -> None:
-        self._redis = Redis.from_url(
-            self._url,
-            socket_timeout=self._op_timeout_s,
-            socket_connect_timeout=self._op_timeout_s,
-            retry=Retry(NoBackoff(), 0),  # the resilient wrapper decides, not a hidden loop
-            max_connections=256,
-            health_check_interval=0,
-        )
+        self._redis = redis_connection.client(self._target, self._op_timeout_s)
+        self._fast = redis_connection.fast_path(self._target, self._op_timeout_s, self._redis)
         for script in _SCRIPTS.glob("*.lua"):
             self._scripts[script.stem] = self._redis.register_script(script.read_text())
 
@@ -119,7 +128,7 @@ class RedisStore:
             self._redis = None
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Any:
         if self._redis is None:
             raise StoreError("redis store not started")
         return self._redis
@@ -153,8 +162,9 @@ class RedisStore:
         """Drop idle pooled connections. Across an outage they point at a server that is gone;
         left in the pool, each fails once in a request and marks the store down again."""
         self._fast.reset()
-        if self._redis is not None:
-            await self._redis.connection_pool.disconnect(inuse_connections=False)
+        pool = getattr(self._redis, "connection_pool", None)  # a cluster client keeps one per node itself
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
 
     # -- rate budget --------------------------------------------------------
     async def admit(self, ask: BudgetAsk, *, first: bool) -> Admission:
@@ -232,7 +242,7 @@ class RedisStore:
         return bool(await self._run(self.client.set(f"{job_key(job_id)}:poll", b"1", nx=True, px=max(1, int(interval_s * 1000)))))
 
     async def timeline_add(self, key: str, entry: bytes, ttl_s: float) -> None:
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # one key each: a cluster runs them on its node
         pipe.rpush(timeline_key(key), entry)
         pipe.ltrim(timeline_key(key), -100, -1)
         pipe.expire(timeline_key(key), int(ttl_s))
@@ -260,7 +270,7 @@ class RedisStore:
     # -- membership ---------------------------------------------------------
     async def heartbeat(self, member: str, ttl_s: float) -> int:
         now = time.time()
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # one key each: a cluster runs them on its node
         pipe.zadd(MEMBERS_KEY, {member: now})
         pipe.zremrangebyscore(MEMBERS_KEY, "-inf", now - ttl_s)
         pipe.zcard(MEMBERS_KEY)
@@ -268,7 +278,7 @@ class RedisStore:
         return int(results[-1])
 
     async def first_seen(self, name: str, now_wall: float) -> float:
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)  # one key each: a cluster runs them on its node
         pipe.set(first_seen_key(name), repr(now_wall), nx=True, ex=FIRST_SEEN_TTL_S)
         pipe.get(first_seen_key(name))
         _, seen = await self._run(pipe.execute())
@@ -287,7 +297,27 @@ class RedisStore:
     # -- webhooks ----------------------------------------------------------------
     async def webhook_accept(self, event_id: str, blob: bytes, dedupe_ttl_s: float, due: float) -> bool:
         keys = [webhook_seen_key(event_id), WEBHOOK_EVENTS, WEBHOOK_DUE]
-        return bool(await self._script("webhook_accept", keys, [event_id, blob, int(dedupe_ttl_s), repr(due)]))
+        args: list[bytes | str | int | float] = [event_id, blob, int(dedupe_ttl_s), repr(due)]
+        if not self._ack_replicas:
+            return bool(await self._script("webhook_accept", keys, args))
+        # WAIT counts the replicas holding this connection's writes: the script and the WAIT
+        # must share a connection, hence one pipeline (EVAL: a pipeline cannot recover a NOSCRIPT).
+        pipe = self.client.pipeline(transaction=False)
+        pipe.eval(self._lua["webhook_accept"], len(keys), *keys, *args)
+        pipe.execute_command("WAIT", self._ack_replicas, WEBHOOK_WAIT_MS)
+        try:
+            async with asyncio.timeout(self._op_timeout_s + WEBHOOK_WAIT_MS / 1000):
+                accepted, acked = await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+        if int(acked) < self._ack_replicas:
+            if accepted:
+                await self._script("webhook_unaccept", keys, [event_id])
+            raise StoreError(
+                f"redis: {acked} of the {self._ack_replicas} replicas webhook_ack_replicas asks for hold the event "
+                f"after {WEBHOOK_WAIT_MS} ms"
+            )
+        return bool(accepted)
 
     async def webhook_claim(self, now: float, lease_s: float, limit: int) -> list[bytes]:
         blobs = await self._script("webhook_claim", [WEBHOOK_DUE, WEBHOOK_EVENTS], [repr(now), repr(now + lease_s), limit])

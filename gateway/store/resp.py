@@ -67,8 +67,10 @@ class _Protocol(asyncio.Protocol):
 
 
 class RespConnection:
-    def __init__(self, url: str, *, op_timeout_s: float) -> None:
+    def __init__(self, url: str, *, op_timeout_s: float, password: str | None = None, ca_file: str = "") -> None:
         options = parse_url(url)
+        if password is not None:
+            options["password"] = password
         self._host = options.get("host", "127.0.0.1")
         self._port = int(options.get("port", 6379))
         self._handshake: list[Command] = []
@@ -77,7 +79,7 @@ class RespConnection:
             self._handshake.append(("AUTH", user, options["password"]) if user else ("AUTH", options["password"]))
         if options.get("db", 0):
             self._handshake.append(("SELECT", int(options["db"])))
-        self._ssl = ssl.create_default_context() if options.get("connection_class") is SSLConnection else None
+        self._ssl = ssl.create_default_context(cafile=ca_file or None) if options.get("connection_class") is SSLConnection else None
         self._op_timeout_s = op_timeout_s
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None

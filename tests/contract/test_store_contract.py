@@ -13,18 +13,35 @@ from gateway.clock import SystemClock
 from gateway.store.base import BreakerTransition, BudgetAsk, IdempotencyState, Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore, budget_log_key, budget_state_key, idempotency_key
+from gateway.store.redis_connection import RedisTarget
 from gateway.store.resilient import ResilientStore
+
+
+def topology_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """The same suite on a real 3-master Cluster, a Sentinel-managed primary, and TLS with AUTH."""
+    from tests.support.redis_topologies import PASSWORD, SENTINEL_MASTER
+
+    topology = request.getfixturevalue(f"redis_{request.param}")
+    topology.flush()
+    if request.param == "cluster":
+        return RedisTarget(topology.url, cluster=True)
+    if request.param == "sentinel":
+        return RedisTarget(topology.url, sentinel_master=SENTINEL_MASTER)
+    return RedisTarget(topology.url, password=PASSWORD, ca_file=str(topology.ca))
+
 
 ASK = BudgetAsk("env:live", "web", limit=5, burst=5, period_s=1.0, margin_s=0.0)  # 5 per second
 
 
-@pytest.fixture(params=["memory", "redis", "resilient"])
+@pytest.fixture(params=["memory", "redis", "resilient", "cluster", "sentinel", "tls"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     backend: Store
     if request.param == "memory":
         backend = MemoryStore()
     elif request.param == "redis":
         backend = RedisStore(request.getfixturevalue("redis_url"))
+    elif request.param in ("cluster", "sentinel", "tls"):
+        backend = RedisStore(topology_target(request))
     else:
         primary = RedisStore(request.getfixturevalue("redis_url"))
         backend = ResilientStore(primary, member_id="contract", min_members=1, clock=SystemClock())

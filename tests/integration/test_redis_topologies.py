@@ -1,0 +1,156 @@
+"""Two gateway processes on each real Redis deployment (issue 20): a 3-master Cluster, a
+Sentinel-managed primary with a replica, and TLS with a private CA and a password. They share
+one budget, one breaker and one idempotency record; on Sentinel, a failover loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.redis_topologies import PASSWORD, SENTINEL_MASTER, SentinelSet
+from tests.support.servers import (
+    ADMIN_TOKEN,
+    WEBHOOK_SECRET,
+    GatewayProcess,
+    ScriptedUpstream,
+    Step,
+    call,
+    gateway_document,
+    start_gateway_process,
+)
+from tests.support.webhooks import Subscriber, signed
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
+
+def store_section(kind: str, topology: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    if kind == "cluster":
+        return {"url": topology.url, "cluster": True}, {}
+    if kind == "sentinel":
+        return {"url": topology.url, "sentinel_master": SENTINEL_MASTER}, {}
+    return {"url": topology.url, "password_env": "PMC_REDIS_PASSWORD", "ca_file": str(topology.ca)}, {"PMC_REDIS_PASSWORD": PASSWORD}
+
+
+@pytest.mark.parametrize("kind", ["cluster", "sentinel", "tls"])
+async def test_two_processes_share_budget_breaker_and_idempotency(
+    kind: str, request: pytest.FixtureRequest, upstream: ScriptedUpstream, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession
+) -> None:
+    topology = request.getfixturevalue(f"redis_{kind}")
+    topology.flush()
+    store, env = store_section(kind, topology)
+    document = gateway_document(
+        upstream.url, store=store, retry={"max_attempts": 1}, budget={"max_wait_ms": 100},
+        breaker={"fail_max": 2, "reset_timeout_s": 30},
+        environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 12}, "test": {"api_key_env": "PMC_TEST_API_KEY"}},
+    )
+    processes += [start_gateway_process(document, tmp_path, env=env, name=f"{kind}{i}") for i in range(2)]
+    a, b = processes[-2:]
+    for gateway_process in (a, b):  # ready: the store is reachable (a cluster's MOVED is followed, not an error)
+        status, _, body = await call(session, "GET", f"{gateway_process.url}/_gateway/ready", token=None)
+        assert status == 200, body
+
+    # one idempotency record: the same key on both replicas books once
+    booking = {"eventTypeId": "evt_demo"}
+    first = await call(session, "POST", f"{a.url}/v1/bookings", json=booking, headers={"Idempotency-Key": f"k-{kind}"})
+    second = await call(session, "POST", f"{b.url}/v1/bookings", json=booking, headers={"Idempotency-Key": f"k-{kind}"})
+    assert first[0] == second[0] == 200 and second[1].get("Idempotent-Replayed") == "true"
+
+    # one budget: 12 per minute in all, 1 spent above, however the two are asked
+    statuses = await asyncio.gather(*(call(session, "GET", f"{p.url}/v1/users/me") for p in (a, b) for _ in range(10)))
+    assert sum(s[0] == 200 for s in statuses) == 11 and len(upstream.received) == 12
+
+    # one breaker: it opens on one replica and the other refuses too
+    upstream.received.clear()
+    upstream.default = Step(status=500)
+    for _ in range(2):
+        await call(session, "GET", f"{a.url}/v1/availability", headers={"X-PMC-Environment": "test"})
+    deadline = time.monotonic() + 5
+    status, refused = 0, b""
+    while time.monotonic() < deadline:
+        status, _, refused = await call(session, "GET", f"{b.url}/v1/availability", headers={"X-PMC-Environment": "test"})
+        if status == 503 and b"CIRCUIT_OPEN" in refused:
+            break
+        await asyncio.sleep(0.2)
+    assert status == 503 and b"CIRCUIT_OPEN" in refused
+
+
+async def test_a_sentinel_failover_is_followed_and_loses_no_accepted_webhook(
+    upstream: ScriptedUpstream, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession
+) -> None:
+    topology = SentinelSet()
+    subscriber = Subscriber()
+    await subscriber.start()
+    try:
+        document = gateway_document(
+            upstream.url,
+            store={"url": topology.url, "sentinel_master": SENTINEL_MASTER, "webhook_ack_replicas": 1},
+            retry={"max_attempts": 1}, budget={"max_wait_ms": 100},
+            upstream={"deadline_ms": 2000, "attempt_timeout_ms": 1000},
+            environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 1000}, "test": {"api_key_env": "PMC_TEST_API_KEY"}},
+        )
+        document["webhooks"] = {"secret_envs": ["PMC_WEBHOOK_SECRET"], "allow_insecure_http": True, "delivery_base_delay_ms": 100,
+                                "subscribers": [{"name": "booking-svc", "url": subscriber.url}]}
+        processes += [start_gateway_process(document, tmp_path, name=f"fo{i}") for i in range(2)]
+        a, b = processes[-2:]
+        subscriber.fail_next = 1000  # nothing is delivered before the failover: it must survive in Redis
+
+        body, headers = signed({"eventId": "evt_failover_1", "type": "booking.created", "data": {"bookingId": "bk_9"}}, WEBHOOK_SECRET)
+        async with session.post(f"{a.url}/webhooks/pinmycal", data=body, headers=headers) as answer:
+            assert answer.status == 200  # held by the replica too (WAIT), so the primary may die now
+
+        slowest = 0.0
+        outcomes: list[int] = []
+        stop = asyncio.Event()
+
+        async def traffic(url: str) -> None:
+            nonlocal slowest
+            while not stop.is_set():
+                started = time.monotonic()
+                outcomes.append((await call(session, "GET", f"{url}/v1/users/me"))[0])
+                slowest = max(slowest, time.monotonic() - started)
+                await asyncio.sleep(0.05)
+
+        running = [asyncio.create_task(traffic(p.url)) for p in (a, b)]
+        await asyncio.sleep(1)
+        old_primary = topology.master_port()
+        topology.kill(old_primary)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and topology.master_port() == old_primary:
+            await asyncio.sleep(0.2)
+        promoted = time.monotonic()
+        assert topology.master_port() != old_primary, "sentinel did not promote the replica"
+        ready = [False, False]
+        while time.monotonic() < promoted + 10 and not all(ready):
+            ready = [(await call(session, "GET", f"{p.url}/_gateway/ready", token=None))[0] == 200 for p in (a, b)]
+            await asyncio.sleep(0.2)
+        followed_s = time.monotonic() - promoted
+        stop.set()
+        await asyncio.gather(*running)
+        assert all(ready), f"not ready {followed_s:.1f} s after the promotion"
+        assert slowest < 2.5  # nothing hung past its deadline (2 s)
+        assert set(outcomes) <= {200, 429, 503}
+
+        subscriber.fail_next = 0  # the event accepted before the failover is still there, and goes out
+        deadline = time.monotonic() + 15
+        while "evt_failover_1" not in subscriber.event_ids() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert "evt_failover_1" in subscriber.event_ids()
+
+        # the budget is exact again across the two, on the new primary: 120 of the test key's
+        # per minute, and not one more, from 160 asks on two replicas
+        for p in (a, b):
+            status = json.loads((await call(session, "GET", f"{p.url}/_gateway/status", token=ADMIN_TOKEN))[2])["store"]
+            assert status["healthy"] is True
+        upstream.received.clear()
+        asks = await asyncio.gather(*(call(session, "GET", f"{p.url}/v1/users/me", headers={"X-PMC-Environment": "test"}) for p in (a, b) for _ in range(80)))
+        assert sum(s[0] == 200 for s in asks) == 120 and len(upstream.received) == 120
+        print(f"failover: both gateways ready {followed_s:.1f} s after the promotion; slowest request {slowest * 1000:.0f} ms")
+    finally:
+        await subscriber.stop()
+        topology.stop()
