@@ -27,7 +27,7 @@ import pytest
 
 from dashboards import slo
 from gateway.sim.server import Faults, SimConfig, start_sim
-from tests.support.servers import ADMIN_TOKEN, call, free_port, gateway, gateway_document
+from tests.support.servers import ADMIN_TOKEN, call, free_port, gateway, gateway_document, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -134,11 +134,7 @@ class Prometheus:
         raise TimeoutError("prometheus never scraped the gateway")
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 async def traffic(session: aiohttp.ClientSession, url: str, seconds: float) -> list[int]:

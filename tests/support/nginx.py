@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, stop_process
 
 
 class Nginx:
@@ -106,11 +106,7 @@ http {{
         return [(c, m, u, int(s)) for c, m, u, s in lines]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_process(self.process)
 
 
 class ForwardProxy:

@@ -44,6 +44,15 @@ BASE_ENV = {
 }
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Ask a server to stop; kill it if it has not within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
