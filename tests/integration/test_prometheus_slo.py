@@ -27,7 +27,14 @@ import pytest
 
 from dashboards import slo
 from gateway.sim.server import Faults, SimConfig, start_sim
-from tests.support.servers import ADMIN_TOKEN, call, free_port, gateway, gateway_document, stop_process
+from tests.support.servers import (
+    ADMIN_TOKEN,
+    call,
+    free_port,
+    gateway,
+    gateway_document,
+    stop_process,
+)
 
 pytestmark = pytest.mark.slow
 
