@@ -125,7 +125,7 @@ class GuardedTCPSite(web.TCPSite):
     async def start(self) -> None:
         server = self._runner.server
         assert server is not None
-        real: Callable[[], asyncio.Protocol] = server  # type: ignore[assignment]
+        real: Callable[[], asyncio.Protocol] = server
         timeout = self._header_timeout_s
 
         class _Factory:  # keeps the attributes aiohttp reads off the server object
@@ -135,7 +135,7 @@ class GuardedTCPSite(web.TCPSite):
             def __call__(self) -> asyncio.Protocol:
                 # As web.Server.__call__ does, with our handler class (Server keeps these private).
                 handler = EnvelopeRequestHandler(real, loop=real._loop, **real._kwargs)  # type: ignore[attr-defined]
-                guard = HeaderGuard(handler, timeout)  # type: ignore[arg-type]
+                guard = HeaderGuard(handler, timeout)
                 handler.on_answered = guard.request_answered
                 return guard
 

@@ -500,7 +500,7 @@ def check(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[l
 def _drop(document: dict[str, object], loc: tuple[int | str, ...]) -> None:
     node: object = document
     for part in loc[:-1]:
-        node = node[part] if isinstance(node, dict) else node[int(part)] if isinstance(node, list) else None  # type: ignore[index]
+        node = node[part] if isinstance(node, dict) else node[int(part)] if isinstance(node, list) else None
     if isinstance(node, dict):
         node.pop(str(loc[-1]), None)
 

@@ -27,7 +27,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -170,9 +171,10 @@ class RequestTracer:
         else:
             parent, trace_id, random_id = None, self._nonzero(128), True
         result = self.sampler.should_sample(parent_context, trace_id, name, kind)
-        flags = (TraceFlags.SAMPLED if result.decision.is_sampled() else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
+        sampled = result.decision.is_sampled()  # type: ignore[no-untyped-call]  # the SDK's Decision is unannotated
+        flags = (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random_id else 0)
         context = SpanContext(trace_id, self._nonzero(64), False, _TRACE_FLAGS[flags], result.trace_state)
-        if not result.decision.is_recording():
+        if not result.decision.is_recording():  # type: ignore[no-untyped-call]  # the SDK's Decision is unannotated
             return trace.NonRecordingSpan(context)
         return RequestSpan(self, name, context, parent, kind, dict(result.attributes or {}))
 

@@ -307,7 +307,7 @@ secret_envs = ["BENCH_WEBHOOK_SECRET"]
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
+    return float(statistics.median(r[key] for r in runs))
 
 
 def _spread(runs: list[dict[str, Any]], key: str) -> str:

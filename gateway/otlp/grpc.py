@@ -18,4 +18,5 @@ class GrpcSpanExporter(GrpcOTLPSpanExporter):
     """OTLP/gRPC: ``_translate_data`` is the SDK's own override point; upb parses the bytes in C."""
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return ExportTraceServiceRequest.FromString(encode_spans(data))
+        request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(encode_spans(data))
+        return request

@@ -62,7 +62,7 @@ def is_invalid_token(response: UpstreamResponse) -> bool:
     if response.status != 401:
         return False
     try:
-        return json.loads(response.body).get("code") == "INVALID_TOKEN"
+        return bool(json.loads(response.body).get("code") == "INVALID_TOKEN")
     except (ValueError, AttributeError):
         return False
 

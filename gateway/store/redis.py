@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,17 +133,17 @@ class RedisStore:
             raise StoreError("redis store not started")
         return self._redis
 
-    async def _run(self, awaitable):  # type: ignore[no-untyped-def]
+    async def _run(self, awaitable: Awaitable[Any]) -> Any:
         try:
             async with asyncio.timeout(self._op_timeout_s):
                 return await awaitable
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
 
-    async def _script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]):  # type: ignore[no-untyped-def]
+    async def _script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]) -> Any:
         return await self._run(self._scripts[name](keys=list(keys), args=list(args)))
 
-    async def _fast_script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]):  # type: ignore[no-untyped-def]
+    async def _fast_script(self, name: str, keys: Sequence[str], args: Sequence[bytes | str | int | float]) -> Any:
         """A script on the request path, on the pipelined connection (loaded on first NOSCRIPT)."""
         try:
             try:

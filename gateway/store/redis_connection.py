@@ -85,7 +85,7 @@ def client(target: RedisTarget, op_timeout_s: float) -> Any:
         for extra in target.sentinels:
             host, _, port = extra.rpartition(":")
             addresses.append((host.strip("[]"), int(port)))
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves its __init__ unannotated
             addresses,
             sentinel_kwargs={"socket_timeout": op_timeout_s, "socket_connect_timeout": op_timeout_s},
             **common,

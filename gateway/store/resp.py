@@ -35,7 +35,8 @@ Command = Sequence[bytes | str | int | float]
 
 def _pack(command: Command) -> bytes:
     # hiredis' type stub declares a 1-tuple; it takes any number of arguments
-    return hiredis.pack_command(tuple(command))  # type: ignore[arg-type]
+    packed: bytes = hiredis.pack_command(tuple(command))  # type: ignore[arg-type]
+    return packed
 
 
 class RespConnectionError(ConnectionError):
@@ -164,7 +165,7 @@ class RespConnection:
             transport, protocol = await loop.create_connection(
                 lambda: _Protocol(self), self._host, self._port, ssl=self._ssl
             )
-        self._transport, self._protocol = transport, protocol  # type: ignore[assignment]
+        self._transport, self._protocol = transport, protocol
         for command in self._handshake:
             reply = await self._send([_pack(command)])
             if isinstance(reply, hiredis.ReplyError):

@@ -78,7 +78,7 @@ class WebhookRelay:
 
     def backoff_s(self, attempts: int) -> float:
         ceiling = min(self._settings.delivery_max_delay_s, self._settings.delivery_base_delay_ms / 1000 * 2 ** (attempts - 1))
-        return ceiling * self._rng.uniform(0.5, 1.0)
+        return float(ceiling * self._rng.uniform(0.5, 1.0))
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=64, ssl=client_ssl_context(self._ca_file))

@@ -8,7 +8,9 @@ Every rejection is logged with requestId, source IP and reason, and counted in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -28,6 +30,7 @@ from gateway.webhooks.links import link_event
 from gateway.webhooks.relay import matching
 from gateway.webhooks.signature import verify
 
+T = TypeVar("T")
 log = structlog.get_logger("gateway.webhooks")
 
 REASONS: dict[type[errors.Refusal], str] = {
@@ -124,7 +127,7 @@ def webhook_routes(
     ]
 
 
-async def _store_call(awaitable):  # type: ignore[no-untyped-def]
+async def _store_call(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except errors.StoreError as exc:
