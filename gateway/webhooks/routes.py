@@ -8,9 +8,8 @@ Every rejection is logged with requestId, source IP and reason, and counted in
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
