@@ -10,11 +10,11 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY gateway ./gateway
 RUN python -m venv /opt/pmc-gateway \
  && /opt/pmc-gateway/bin/pip install --upgrade pip \
- && /opt/pmc-gateway/bin/pip install .
+ && /opt/pmc-gateway/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pmcgw \

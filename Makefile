@@ -5,12 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean dashboards
+.PHONY: demo test lint install clean dashboards lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,15 @@ test: $(STAMP) lint
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || { echo "nginx is needed by the tests (a real upstream): apt-get install -y nginx"; exit 1; }
 	@command -v prometheus >/dev/null || { echo "prometheus is needed by the tests (rules on a real Prometheus): apt-get install -y prometheus"; exit 1; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Refresh the pins: resolve pyproject.toml's ranges afresh in a throw-away venv, then review the
+# diff of constraints.txt and run `make test` before committing it (monthly, or for a security fix).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e ".[test]"
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^pmc-gateway' > constraints.txt
+	rm -rf .lock-venv
 
 # Regenerate the committed Grafana JSON from dashboards/generate.py.
 dashboards: $(STAMP)
