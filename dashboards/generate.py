@@ -77,6 +77,13 @@ def datasource_variable() -> dashboard.DatasourceVariable:
     return dashboard.DatasourceVariable("datasource").label("Prometheus").type("prometheus")
 
 
+def quantile_where_seen(q: float, metric: str, by: str) -> str:
+    """A quantile per ``by`` only where that series saw observations: a series with none is a
+    gap, not NaN."""
+    seen = f"(sum by ({by}) (rate({metric}_count[$__rate_interval])) > 0)"
+    return f"histogram_quantile({q}, sum by (le, {by}) (rate({metric}_bucket[$__rate_interval])) and on ({by}) {seen})"
+
+
 def quantile(q: float, metric: str = SERVER, selector: str = PROXIED) -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket{{{selector}}}[$__rate_interval])))"
 
@@ -176,7 +183,7 @@ def slo_overview() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Rate-budget wait p95", pos(0, 40, 8, 8), "s",
-        query("histogram_quantile(0.95, sum by (le, pmc_environment) (rate(pmc_gateway_budget_wait_seconds_bucket[$__rate_interval])))", "{{pmc_environment}}"),
+        query(quantile_where_seen(0.95, BUDGET_WAIT, "pmc_environment"), "{{pmc_environment}}"),
     ))
     d = d.with_panel(series(
         "Webhook rejections by reason", pos(8, 40, 8, 8), "ops",
@@ -225,7 +232,7 @@ def slo_overview() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Budget wait p95 by client (waits only show above zero)", pos(16, 49, 8, 8), "s",
-        query(f"histogram_quantile(0.95, sum by (le, pmc_client) (rate({BUDGET_WAIT}_bucket[$__rate_interval])))", "{{pmc_client}}"),
+        query(quantile_where_seen(0.95, BUDGET_WAIT, "pmc_client"), "{{pmc_client}}"),
     ))
     return d
 

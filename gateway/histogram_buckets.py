@@ -13,3 +13,5 @@ SECONDS_BUCKETS = (
 ADDED_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # A zero wait is counted as zero, not spread over the first bucket by histogram_quantile.
 BUDGET_WAIT_BUCKETS = (0.0, 0.001, *SECONDS_BUCKETS)
+# An async job takes seconds to minutes (its eta is ~15 s).
+JOB_DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)

@@ -37,7 +37,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
-from gateway.histogram_buckets import ADDED_LATENCY_BUCKETS, BUDGET_WAIT_BUCKETS, SECONDS_BUCKETS
+from gateway.histogram_buckets import (
+    ADDED_LATENCY_BUCKETS,
+    BUDGET_WAIT_BUCKETS,
+    JOB_DURATION_BUCKETS,
+    SECONDS_BUCKETS,
+)
 from gateway.otlp.histograms import DurationHistogram, LocalHistograms, SdkDurationHistogram
 from gateway.otlp.metrics import ExpositionAndPushReader, interval_from_env, shares_aggregation
 from gateway.settings import TelemetrySettings
@@ -127,7 +132,7 @@ def _views() -> list[View]:
         *(View(instrument_name=name, aggregation=buckets) for name in (SERVER_DURATION, CLIENT_DURATION)),
         View(instrument_name=ADDED_LATENCY, aggregation=ExplicitBucketHistogramAggregation(ADDED_LATENCY_BUCKETS)),
         View(instrument_name=BUDGET_WAIT, aggregation=ExplicitBucketHistogramAggregation(BUDGET_WAIT_BUCKETS)),
-        View(instrument_name=JOB_DURATION, aggregation=ExplicitBucketHistogramAggregation((1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0))),
+        View(instrument_name=JOB_DURATION, aggregation=ExplicitBucketHistogramAggregation(JOB_DURATION_BUCKETS)),
     ]
 
 
@@ -268,7 +273,8 @@ class Telemetry:
         self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED, by the limit that held them back")
         self._budget_used: dict[str, tuple[float, float]] = {}
         self.jobs = meter.create_counter(JOBS, description="Jobs followed for a caller's Prefer: wait, by how they ended")
-        self.job_duration = meter.create_histogram(JOB_DURATION, unit="s", description="From a followed job's 202 to its final answer")
+        self.job_duration = duration_histogram(JOB_DURATION, "From a followed job's 202 to its final answer", (), JOB_DURATION_BUCKETS)
+        self.job_duration.declare(())
         self.job_polls = meter.create_counter(JOB_POLLS, description="Callers' and follows' job polls, by who answered: upstream, a shared poll, the cache")
         self.job_poll_counts = dict.fromkeys(JOB_POLL_SOURCES, 0)  # this process's, for /_gateway/status
         for outcome in JOB_OUTCOMES:
@@ -309,6 +315,7 @@ class Telemetry:
             for limit in BUDGET_LIMITS:
                 self.budget_rejected.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client, BUDGET_LIMIT: limit})
             self._budget_used.setdefault(environment, (0.0, time.monotonic()))
+            self.budget_wait.declare((environment, client))
             self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
             self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
 
@@ -392,7 +399,7 @@ class Telemetry:
     def job_followed(self, outcome: str, seconds: float | None) -> None:
         self.jobs.add(1, {OUTCOME: outcome})
         if seconds is not None:
-            self.job_duration.record(seconds)
+            self.job_duration.record(seconds, ())
 
     def budget_used(self, environment: str, used: int, limit: int) -> None:
         self._budget_used[environment] = (used / limit, time.monotonic())

@@ -36,6 +36,7 @@ AttributeValues = tuple[str | int | None, ...]
 
 
 class DurationHistogram(Protocol):
+    def declare(self, values: AttributeValues) -> None: ...
     def record(self, value: float, values: AttributeValues) -> None: ...
 
 
@@ -49,6 +50,9 @@ class SdkDurationHistogram:
     def __init__(self, instrument: SdkInstrument, attribute_names: Sequence[str]) -> None:
         self._instrument = instrument
         self._names = tuple(attribute_names)
+
+    def declare(self, values: AttributeValues) -> None:
+        return None  # the SDK's instruments have no zero series to make
 
     def record(self, value: float, values: AttributeValues) -> None:
         self._instrument.record(value, attributes_of(self._names, values))
@@ -87,6 +91,12 @@ class LocalDurationHistogram:
         # Uncontended almost always; it keeps a collection from seeing a record half applied
         # (a count without its sum), which Prometheus would show as _count ≠ the +Inf bucket.
         self._lock = threading.Lock()
+
+    def declare(self, values: AttributeValues) -> None:
+        """A zero series for a label set known before its first record (SPEC §8: no blind panel)."""
+        with self._lock:
+            if values not in self._series:
+                self._series[values] = _Series(attributes_of(self._names, values), self._clock_ns(), len(self._boundaries) + 1)
 
     def record(self, value: float, values: AttributeValues) -> None:
         with self._lock:
