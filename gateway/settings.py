@@ -124,8 +124,6 @@ class StoreSettings(_Section):
                 raise ValueError(f"{name} needs a redis:// or rediss:// url; memory:// has no {name}")
         if self.sentinels and not self.sentinel_master:
             raise ValueError("sentinels needs sentinel_master")
-        if self.cluster and self.webhook_ack_replicas:
-            raise ValueError("webhook_ack_replicas is not supported with cluster = true (WAIT must share the write's connection)")
         if "@" in self.url.split("://", 1)[-1].split("/", 1)[0] and ":" in self.url.split("://", 1)[-1].split("@", 1)[0]:
             raise ValueError("url must not carry a password (secrets never live in the file): use password_env")
         return self

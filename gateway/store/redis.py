@@ -9,6 +9,7 @@ touches sit in one Redis Cluster slot.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -109,6 +110,7 @@ class RedisStore:
         self._target = target if isinstance(target, RedisTarget) else RedisTarget(target)
         self._op_timeout_s = op_timeout_s
         self._ack_replicas = ack_replicas
+        self._node_clients: dict[str, Any] = {}  # cluster + webhook_ack_replicas: one client per slot owner
         self._redis: Any = None
         self._scripts: dict[str, AsyncScript] = {}
         self._fast: FastPath = _NotStarted()
@@ -123,6 +125,9 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._fast.close()
+        for owner in self._node_clients.values():
+            await owner.aclose()
+        self._node_clients.clear()
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -302,7 +307,7 @@ class RedisStore:
             return bool(await self._script("webhook_accept", keys, args))
         # WAIT counts the replicas holding this connection's writes: the script and the WAIT
         # must share a connection, hence one pipeline (EVAL: a pipeline cannot recover a NOSCRIPT).
-        pipe = self.client.pipeline(transaction=False)
+        pipe = (await self._owner_of(WEBHOOK_EVENTS)).pipeline(transaction=False)
         pipe.eval(self._lua["webhook_accept"], len(keys), *keys, *args)
         pipe.execute_command("WAIT", self._ack_replicas, WEBHOOK_WAIT_MS)
         try:
@@ -318,6 +323,25 @@ class RedisStore:
                 f"after {WEBHOOK_WAIT_MS} ms"
             )
         return bool(accepted)
+
+    async def _owner_of(self, key: str) -> Any:
+        """The client whose one connection can both write ``key`` and WAIT for it: the store's own,
+        or on a cluster a plain client of the node that owns the key's slot now (a slot moved
+        since is a MOVED error: a 503, and the sender's retry finds the new owner)."""
+        if not self._target.cluster:
+            return self.client
+        try:
+            await self._run(self.client.initialize())  # slots are learnt on first use; once
+            node = self.client.get_node_from_key(key)
+        except RedisError as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+        owner = self._node_clients.get(node.name)
+        if owner is None:
+            owner = self._node_clients[node.name] = redis_connection.client(
+                dataclasses.replace(self._target, url=f"{self._target.url.split('://', 1)[0]}://{node.host}:{node.port}/0", cluster=False),
+                self._op_timeout_s,
+            )
+        return owner
 
     async def webhook_claim(self, now: float, lease_s: float, limit: int) -> list[bytes]:
         blobs = await self._script("webhook_claim", [WEBHOOK_DUE, WEBHOOK_EVENTS], [repr(now), repr(now + lease_s), limit])

@@ -154,3 +154,36 @@ async def test_a_sentinel_failover_is_followed_and_loses_no_accepted_webhook(
     finally:
         await subscriber.stop()
         topology.stop()
+
+
+async def test_webhook_acks_on_a_cluster_wait_for_the_slot_owners_replica() -> None:
+    """webhook_ack_replicas on a cluster: the accept and the WAIT share the owning node's
+    connection. With a replica per master it is confirmed; with none, it is 503 and taken back."""
+    from gateway.errors import StoreError
+    from gateway.store.redis import RedisStore
+    from gateway.store.redis_connection import RedisTarget
+    from tests.support.redis_topologies import Cluster
+
+    with_replicas = Cluster(replicas=1)
+    try:
+        store = RedisStore(RedisTarget(with_replicas.url, cluster=True), ack_replicas=1)
+        await store.start()
+        try:
+            assert await store.webhook_accept("evt_c1", b"{}", 60, 1.0) is True
+            assert await store.webhook_accept("evt_c1", b"{}", 60, 1.0) is False  # a duplicate
+        finally:
+            await store.close()
+    finally:
+        with_replicas.stop()
+    without = Cluster()
+    try:
+        store = RedisStore(RedisTarget(without.url, cluster=True), ack_replicas=1)
+        await store.start()
+        try:
+            with pytest.raises(StoreError, match="0 of the 1 replicas"):
+                await store.webhook_accept("evt_c2", b"{}", 60, 1.0)
+            assert await store.webhook_get("evt_c2") is None  # taken back: the sender's retry is new
+        finally:
+            await store.close()
+    finally:
+        without.stop()

@@ -83,17 +83,27 @@ class Topology:
 class Cluster(Topology):
     """Three masters, slots split by ``redis-cli --cluster create``."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0) -> None:
         super().__init__()
-        self.ports = [free_cluster_port() for _ in range(3)]
+        self.ports = [free_cluster_port() for _ in range(3 * (1 + replicas))]
         for port in self.ports:
-            _wait_port(port, self.spawn(port, "--port", str(port), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"))
+            _wait_port(port, self.spawn(
+                port, "--port", str(port), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0",
+            ))
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
-        subprocess.run(["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        deadline = time.monotonic() + 20
+        subprocess.run(["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", str(replicas), "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             states = [redis.Redis(port=p).cluster("info").get("cluster_state") for p in self.ports]
-            if states == ["ok"] * 3:
+            synced = all(
+                r.get("state") == "online"
+                for p in self.ports
+                for k, r in redis.Redis(port=p).info("replication").items()
+                if k.startswith("slave") and isinstance(r, dict)
+            )
+            links = sum(int(redis.Redis(port=p).info("replication").get("connected_slaves", 0)) for p in self.ports)
+            if states == ["ok"] * len(self.ports) and synced and links >= 3 * replicas:
                 return
             time.sleep(0.2)
         raise TimeoutError("the cluster did not reach cluster_state:ok")
