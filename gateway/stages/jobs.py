@@ -117,8 +117,10 @@ class JobsStage:
         if job_path is not None:
             return await self.poll(request, job_path.group(1), next)
         response = await next(request)
-        payload = _json(response.body) if response.status in (200, 202) else None
-        if response.status != 202 or not payload or not isinstance(payload.get("jobId"), str):
+        if response.status != 202:  # the common case: nothing to parse
+            return response
+        payload = _json(response.body)
+        if not payload or not isinstance(payload.get("jobId"), str):
             return response
         job_id = payload["jobId"][:128]
         request.record.job_id = job_id  # whatever the caller is answered in the end, it made this job
