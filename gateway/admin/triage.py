@@ -151,10 +151,8 @@ def render(record: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _when(seconds: object) -> str:
-    from gateway.clock import iso_utc_ms
-
-    return iso_utc_ms(float(seconds)) if isinstance(seconds, int | float) else "-"
+def _when(moment: object) -> str:
+    return moment if isinstance(moment, str) else "-"  # RFC 3339 already
 
 
 def _timeline(record: dict[str, object]) -> list[str]:
@@ -164,15 +162,15 @@ def _timeline(record: dict[str, object]) -> list[str]:
     if not job and not events:
         return []
     blank = " " * 24
-    moments: list[tuple[float, list[str]]] = []
+    moments: list[tuple[str, list[str]]] = []  # RFC 3339 UTC strings sort as times; "~" after all
     if job:
         finished = job.get("finishedAt")
         line = f"job {job['jobId']} {job.get('state')} after {job.get('polls')} upstream poll(s)"
-        moments.append((float(finished) if finished else float("inf"), [f"  {_when(finished) if finished else blank}  {line}"]))
+        moments.append((str(finished) if finished else "~", [f"  {_when(finished) if finished else blank}  {line}"]))
     for event in events:
         lines = [f"  {_when(event.get('receivedAt'))}  webhook {event.get('type')} {event['eventId']}"]
         lines += [f"  {blank}    → {d['subscriber']}: {d['status']} (attempt {d['attempts']})" for d in event.get("deliveries", [])]
-        moments.append((float(event.get("receivedAt") or 0), lines))
+        moments.append((str(event.get("receivedAt") or ""), lines))
     out = ["", "what happened next", f"  {record.get('startedAt')}  request answered {record.get('status')}"]
     if record.get("bookingId"):
         out.append(f"  {blank}  booking {record['bookingId']}")

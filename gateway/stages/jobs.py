@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.clock import Clock
+from gateway.clock import Clock, iso_utc_ms
 from gateway.store.base import Store
 from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
 
@@ -226,7 +226,7 @@ async def job_story(store: Store, record: dict[str, Any]) -> dict[str, Any]:
                 "jobId": job_id,
                 "state": entry.get("state"),
                 "polls": int(entry.get("polls", "0")),
-                "finishedAt": float(finished) if finished else None,
+                "finishedAt": iso_utc_ms(float(finished)) if finished else None,  # RFC 3339, as startedAt
             }
             booking = booking or entry.get("bookingId")
     if isinstance(booking, str):
@@ -236,7 +236,7 @@ async def job_story(store: Store, record: dict[str, Any]) -> dict[str, Any]:
             item = json.loads(raw)
             event = events.setdefault(item["eventId"], {"eventId": item["eventId"], "type": None, "receivedAt": None, "deliveries": []})
             if item["kind"] == "event":
-                event["type"], event["receivedAt"] = item["type"], item["receivedAt"]
+                event["type"], event["receivedAt"] = item["type"], iso_utc_ms(float(item["receivedAt"]))
             else:
                 deliveries = [d for d in event["deliveries"] if d["subscriber"] != item["subscriber"]]
                 event["deliveries"] = [*deliveries, {"subscriber": item["subscriber"], "status": item["status"], "attempts": item["attempts"]}]
