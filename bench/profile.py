@@ -7,7 +7,7 @@ py-spy or perf profile of the serving process.
     .venv/bin/python bench/profile.py --env OTEL_SDK_DISABLED=true   # ablate a feature by its env
     .venv/bin/python bench/profile.py --memory-store       # without the Redis round trip
 
-It uses the bench's own pieces (gateway/bench/runner.py): the simulator at 0 ms, a private
+It uses the bench's own pieces (gateway/tools/bench/runner.py): the simulator at 0 ms, a private
 redis-server and OTLP sink on the other CPU, the gateway pinned to CPU 0. perf and py-spy
 are not dependencies: install them to use those flags (``apt-get install -y linux-perf``,
 ``.venv/bin/pip install py-spy``). Read the results with ``perf report -i FILE --no-children
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from gateway.bench.runner import CLIENT_TOKEN, Bench, Target, stat_cpu_seconds
+from gateway.tools.bench.runner import CLIENT_TOKEN, Bench, Target, stat_cpu_seconds
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Builds the Grafana dashboards from code: ``python -m dashboards.generate`` (or ``make dashboards``).
 
 Uses grafana-foundation-sdk (pinned to 0.0.21: an unpinned install resolves to an
-epoch-prefixed build for Grafana 10.1). Metric names come from ``gateway.telemetry``;
+epoch-prefixed build for Grafana 10.1). Metric names come from ``gateway.observability.telemetry``;
 tests/test_dashboards.py checks every query against a real scrape of a running gateway.
 """
 

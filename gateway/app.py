@@ -1,6 +1,6 @@
 """The composition root: builds every shared thing once and composes the pipeline.
 
-Inbound (one aiohttp middleware, gateway/middleware/inbound.py, steps in order):
+Inbound (one aiohttp middleware, gateway/inbound/middleware.py, steps in order):
     request_id → access_log (+ SERVER span) → error_envelope → path_safety → caller_auth
 
 Outbound (stages, outermost first), for ``/v1/**``:
@@ -31,31 +31,31 @@ from gateway.admin.metrics import MetricsView
 from gateway.admin.routes import admin_routes
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
-from gateway.after_answer import AfterAnswer
-from gateway.chain import Chain, compose
-from gateway.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.ids import ulid
 from gateway.errors import ConfigError, StoreError
-from gateway.ids import ulid
-from gateway.middleware.access_log import RequestObserver
-from gateway.middleware.caller_auth import ClientDirectory
-from gateway.middleware.inbound import inbound_middleware
-from gateway.proxy import proxy_handler
-from gateway.retry_budget import RetryBudget
+from gateway.inbound.access_log import RequestObserver
+from gateway.inbound.caller_auth import ClientDirectory
+from gateway.inbound.middleware import inbound_middleware
+from gateway.inbound.proxy_handler import proxy_handler
+from gateway.inbound.source_ip import trusted_networks
+from gateway.observability.after_answer import AfterAnswer
+from gateway.observability.telemetry import StageObservers, Telemetry
+from gateway.request.chain import Chain, compose
 from gateway.settings import Secrets, Settings
-from gateway.source_ip import trusted_networks
-from gateway.stages.breaker import BreakerBoard, BreakerStage
+from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
 from gateway.stages.jobs import JobsStage
 from gateway.stages.rate_budget import BudgetTable, RateBudgetStage
-from gateway.stages.retry import Backoff, RetryStage
-from gateway.store.base import Store
+from gateway.stages.retry.retry_budget import RetryBudget
+from gateway.stages.retry.stage import Backoff, RetryStage
 from gateway.store.memory import MemoryStore
+from gateway.store.protocols import Store
 from gateway.store.redis import RedisStore
 from gateway.store.redis_connection import RedisTarget
 from gateway.store.resilient import ResilientStore
-from gateway.telemetry import StageObservers, Telemetry
-from gateway.upstream import UpstreamClient
+from gateway.upstream.client import UpstreamClient
 from gateway.webhooks.relay import WebhookRelay
 from gateway.webhooks.routes import webhook_routes
 

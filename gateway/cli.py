@@ -124,7 +124,8 @@ def _check_config(path: str) -> int:
 
 
 def _serve(path: str) -> int:
-    from gateway import log, settings
+    from gateway import settings
+    from gateway.observability import log
     from gateway.serve import serve
 
     log.configure()
@@ -178,19 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "triage":
             return _triage(args)
         if args.command == "sim":
-            from gateway.sim.server import run_from_args
+            from gateway.tools.sim.server import run_from_args
 
             return run_from_args(args)
         if args.command == "bench" and args.scenarios:
-            from gateway.bench.scenarios import run_from_args as run_scenarios
+            from gateway.tools.bench.scenarios import run_from_args as run_scenarios
 
             return run_scenarios(args)
         if args.command == "bench":
-            from gateway.bench.runner import run_from_args as run_bench
+            from gateway.tools.bench.runner import run_from_args as run_bench
 
             return run_bench(args)
         if args.command == "demo":
-            from gateway.demo import run_demo
+            from gateway.tools.demo import run_demo
 
             return run_demo(args)
     except KeyboardInterrupt:

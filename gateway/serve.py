@@ -23,9 +23,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway import log as gateway_log
 from gateway.app import Components, build_app, build_components
-from gateway.connection_guard import GuardedTCPSite
+from gateway.inbound.connection_guard import GuardedTCPSite
+from gateway.observability import log as gateway_log
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.serve")

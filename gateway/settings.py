@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.core.histogram_buckets import ADDED_LATENCY_BUCKETS, SECONDS_BUCKETS
 from gateway.errors import ConfigError
-from gateway.histogram_buckets import ADDED_LATENCY_BUCKETS, SECONDS_BUCKETS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 # TOML arrays arrive as lists; frozen settings keep them as tuples (items stay strictly typed).
@@ -160,7 +160,7 @@ class UpstreamSettings(_Section):
     def _proxy(cls, value: str) -> str:
         if not value:
             return value
-        from gateway.egress_proxy import parse_proxy
+        from gateway.upstream.egress_proxy import parse_proxy
 
         if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
             raise ValueError("must not carry credentials (secrets never live in the file): put them in HTTPS_PROXY")

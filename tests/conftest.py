@@ -6,8 +6,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway import log
-from gateway.sim.server import Faults, SimConfig, Simulator, start_sim
+from gateway.observability import log
+from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
 from tests.support.servers import GatewayProcess, RedisServer, ScriptedUpstream
 
 log.configure()

@@ -1,4 +1,4 @@
-"""Bookkeeping after the answer (gateway/after_answer.py): held while requests keep coming,
+"""Bookkeeping after the answer (gateway/observability/after_answer.py): held while requests keep coming,
 run in a quiet moment, never later than its delay bound, everything on drain."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from gateway.after_answer import AfterAnswer
+from gateway.observability.after_answer import AfterAnswer
 
 
 class Now:

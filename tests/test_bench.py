@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from gateway.bench.runner import COST_LADDER_FLOOR, LOCAL_STORE_TARGET, SAMPLED_TARGET, render
+from gateway.tools.bench.runner import COST_LADDER_FLOOR, LOCAL_STORE_TARGET, SAMPLED_TARGET, render
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -52,7 +52,7 @@ def test_quick_bench_measures_every_target_and_renders_the_table() -> None:
 
 
 def test_quick_budget_scenarios_compare_direct_and_two_replicas() -> None:
-    from gateway.bench.scenarios import render as render_scenarios
+    from gateway.tools.bench.scenarios import render as render_scenarios
 
     out = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "bench", "--scenarios", "--quick", "--json", "--latency-ms", "5"],

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.clock import iso_utc_ms
+from gateway.core.clock import iso_utc_ms
 
 
 @given(st.floats(min_value=0, max_value=4e9, allow_nan=False) | st.integers(1e9, 2e9).map(lambda s: s + 0.9999996))

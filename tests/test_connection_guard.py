@@ -1,4 +1,4 @@
-"""The header guard beneath aiohttp (gateway/connection_guard.py), on a real socket: every
+"""The header guard beneath aiohttp (gateway/inbound/connection_guard.py), on a real socket: every
 request's header block must arrive within the header timeout, while an idle keep-alive
 connection stays aiohttp's to bound."""
 
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from gateway.connection_guard import GuardedTCPSite
+from gateway.inbound.connection_guard import GuardedTCPSite
 from tests.support.servers import free_port
 
 HEADER_TIMEOUT_S = 0.3

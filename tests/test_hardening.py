@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from gateway import settings as settings_module
 from gateway.errors import BadRequest, ConfigError
-from gateway.middleware.path_safety import check_target
-from gateway.sim.server import Faults, SimConfig, start_sim
+from gateway.inbound.path_safety import check_target
+from gateway.tools.sim.server import Faults, SimConfig, start_sim
 from tests.support.servers import (
     ADMIN_TOKEN,
     OPS_TOKEN,
@@ -270,10 +270,10 @@ async def test_undecodable_bytes_never_stop_records_or_log_lines() -> None:
     triage writer and the access log must still write them (escaped), not crash."""
     import structlog
 
-    from gateway import log
     from gateway.admin.triage import RecordWriter
-    from gateway.clock import ManualClock
-    from gateway.record import RequestRecord
+    from gateway.core.clock import ManualClock
+    from gateway.observability import log
+    from gateway.request.record import RequestRecord
     from gateway.store.memory import MemoryStore
 
     writer = RecordWriter(MemoryStore(ManualClock()))

@@ -1,4 +1,4 @@
-"""The request path's own histograms (gateway/otlp/histograms.py) must collect to exactly
+"""The request path's own histograms (gateway/observability/otlp/histograms.py) must collect to exactly
 what the SDK's histogram aggregation collects for the same measurements."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.otlp.histograms import LocalHistograms, attributes_of
-from gateway.record import RequestRecord
+from gateway.observability.otlp.histograms import LocalHistograms, attributes_of
+from gateway.observability.telemetry import SECONDS_BUCKETS, Telemetry
+from gateway.request.record import RequestRecord
+from gateway.request.types import UpstreamRequest
 from gateway.settings import TelemetrySettings
-from gateway.telemetry import SECONDS_BUCKETS, Telemetry
-from gateway.types import UpstreamRequest
 from tests.support.otlp import HttpReceiver
 
 NAMES = ("http.request.method", "http.route", "http.response.status_code", "pmc.client")

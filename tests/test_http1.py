@@ -1,4 +1,4 @@
-"""The upstream transport (gateway/http1.py) against real sockets that answer byte for byte."""
+"""The upstream transport (gateway/upstream/http1.py) against real sockets that answer byte for byte."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.http1 import BadHeader, ConnectFailed, ExchangeFailed, ExchangeTimeout, Http1Origin
+from gateway.upstream.http1 import (
+    BadHeader,
+    ConnectFailed,
+    ExchangeFailed,
+    ExchangeTimeout,
+    Http1Origin,
+)
 from tests.support.servers import closed_port
 
 Answer = Callable[[bytes], bytes | None]  # request head → raw answer (None: hang up without one)

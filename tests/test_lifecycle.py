@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.sim.server import Simulator
+from gateway.tools.sim.server import Simulator
 from tests.support.servers import (
     SECRET_VALUES,
     ScriptedUpstream,

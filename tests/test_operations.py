@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from gateway import settings as settings_module
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 from tests.support.servers import (
     ADMIN_TOKEN,
     BASE_ENV,

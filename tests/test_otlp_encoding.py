@@ -22,7 +22,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from gateway.otlp.encoding import encode_spans
+from gateway.observability.otlp.encoding import encode_spans
 
 
 def _provider() -> tuple[TracerProvider, InMemorySpanExporter]:
@@ -78,7 +78,7 @@ def test_any_attributes_encode_as_the_sdk_does(attributes: dict[str, object], na
 
 def test_the_http_exporter_really_takes_the_fast_path() -> None:
     """It falls back to the SDK's encoder when the SDK's private client is gone; say so loudly here."""
-    from gateway.otlp.http import HttpSpanExporter
+    from gateway.observability.otlp.http import HttpSpanExporter
 
     exporter = HttpSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")
     assert callable(getattr(exporter, "_client", None) and exporter._client.export)

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from gateway.sim.server import Simulator
+from gateway.tools.sim.server import Simulator
 from tests.support.servers import (
     LIVE_KEY,
     OPS_TOKEN,

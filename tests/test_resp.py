@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.errors import StoreError
-from gateway.store.base import BudgetAsk
+from gateway.store.protocols import BudgetAsk
 from gateway.store.redis import RedisStore
 from gateway.store.resp import RespConnection, RespConnectionError, RespReplyError
 from tests.support.servers import RedisServer

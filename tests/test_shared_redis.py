@@ -295,8 +295,8 @@ async def test_sigterm_while_a_worker_restarts_still_stops_the_group(upstream: S
 async def test_recovery_does_not_flap_on_stale_pooled_connections(redis_server: RedisServer) -> None:
     """Regression: after Redis came back, requests drew pooled connections to the dead server,
     failed once each and marked the store down again, for seconds (seen in a cold CI run)."""
-    from gateway.clock import SystemClock
-    from gateway.store.base import BudgetAsk
+    from gateway.core.clock import SystemClock
+    from gateway.store.protocols import BudgetAsk
     from gateway.store.redis import RedisStore
     from gateway.store.resilient import ResilientStore
 

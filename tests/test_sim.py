@@ -9,7 +9,7 @@ import time
 
 import aiohttp
 
-from gateway.sim.server import Faults, SimConfig, Simulator, start_sim
+from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
 
 LIVE = {"Authorization": "Bearer pmc_live_simtest_0001"}
 BOOKING = {

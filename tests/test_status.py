@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.admin.status import UsageWindow
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 
 
 def test_usage_counts_attempts_per_environment_and_client_over_the_last_minute() -> None:

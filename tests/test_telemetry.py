@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.telemetry import PROMETHEUS_NAMES
+from gateway.observability.telemetry import PROMETHEUS_NAMES
 from tests.support.otlp import GrpcReceiver, HttpReceiver, Received
 from tests.support.servers import (
     ADMIN_TOKEN,
@@ -149,7 +149,7 @@ def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_prometheus_and_otlp_report_the_same_counts(upstream: ScriptedUpstream, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both outputs come from one aggregation (gateway/otlp/metrics.py): OTLP pushes every
+    """Both outputs come from one aggregation (gateway/observability/otlp/metrics.py): OTLP pushes every
     interval, the exposition is collected at each scrape, and a push never leaks into it."""
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     async with exporting_over_http(upstream.url) as (receiver, document), gateway(document) as gw:

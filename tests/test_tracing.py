@@ -1,4 +1,4 @@
-"""The request path's own spans (gateway/tracing.py): what reaches a collector must be what
+"""The request path's own spans (gateway/observability/tracing.py): what reaches a collector must be what
 the SDK would have sent, under the sampler the operator configured."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from gateway.otlp.encoding import encode_spans
-from gateway.tracing import ReadableSpanExporter, RequestSpan, RequestTracer
+from gateway.observability.otlp.encoding import encode_spans
+from gateway.observability.tracing import ReadableSpanExporter, RequestSpan, RequestTracer
 
 RESOURCE = Resource.create({"service.name": "pmc-gateway", "service.instance.id": "h:1:x"})
 REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=True,

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.sim.server import Faults, SimConfig, start_sim
+from gateway.tools.sim.server import Faults, SimConfig, start_sim
 from gateway.webhooks.signature import sign, verify
 from tests.support.servers import (
     ADMIN_TOKEN,

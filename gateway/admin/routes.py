@@ -12,9 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
-from gateway.envelope import json_response
 from gateway.errors import AdminUnauthorized, NotFound
-from gateway.middleware.caller_auth import bearer_token
+from gateway.inbound.caller_auth import bearer_token
+from gateway.request.envelope import json_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -14,13 +14,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
+from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
-from gateway.record import RequestRecord
+from gateway.observability.slo import SloTracker, merge
+from gateway.request.record import RequestRecord
 from gateway.settings import TelemetrySettings
-from gateway.slo import SloTracker, merge
-from gateway.store.base import Store
-from gateway.tasks import stop_task
+from gateway.store.protocols import Store
 
 PUBLISH_INTERVAL_S = 2.0
 SNAPSHOT_TTL_S = 10.0

@@ -11,12 +11,12 @@ from typing import Any, cast
 
 import structlog
 
-from gateway import json_bytes
+from gateway.core import json_bytes
+from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
-from gateway.record import RequestRecord
+from gateway.request.record import RequestRecord
 from gateway.stages.jobs import job_story
-from gateway.store.base import Store
-from gateway.tasks import stop_task
+from gateway.store.protocols import Store
 
 log = structlog.get_logger("gateway.triage")
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import structlog
 
+from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import EnvironmentSettings, read_api_key
-from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
 
 log = structlog.get_logger("gateway.credentials")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused
-from gateway.store.base import IdempotencyState, Store
-from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
+from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
+from gateway.store.protocols import IdempotencyState, Store
 
 REPLAYED_HEADER = ("Idempotent-Replayed", "true")
 

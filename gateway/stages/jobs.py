@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.clock import Clock, iso_utc_ms
-from gateway.store.base import Store
-from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
+from gateway.core.clock import Clock, iso_utc_ms
+from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
+from gateway.store.protocols import Store
 
 JOB_PATH = re.compile(r"^/v1/jobs/([A-Za-z0-9._:\-]{1,128})$")
 PREFER_WAIT = re.compile(r"^\s*wait\s*=\s*(\d{1,9})\s*$", re.IGNORECASE)

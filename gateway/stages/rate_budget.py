@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
 from gateway.errors import RateBudgetExhausted
-from gateway.rate_limit_headers import parse_rate_limit
-from gateway.retry_after import parse_retry_after
+from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import Settings
-from gateway.store.base import BudgetAsk, Store
-from gateway.types import Upstream, UpstreamRequest, UpstreamResponse
+from gateway.stages.rate_limit_headers import parse_rate_limit
+from gateway.stages.retry.retry_after import parse_retry_after
+from gateway.store.protocols import BudgetAsk, Store
 
 DEFAULT_PAUSE_S = 1.0  # an upstream 429 without a usable Retry-After
 MIN_SLEEP_S = 0.001  # a wait the store rounds to nothing is still a wait: no busy loop

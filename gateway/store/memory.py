@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from gateway.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock
 from gateway.store import rolling_budget
-from gateway.store.base import (
+from gateway.store.protocols import (
     Admission,
     BreakerTransition,
     BudgetAsk,

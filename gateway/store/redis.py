@@ -21,7 +21,7 @@ from redis.commands.core import AsyncScript
 
 from gateway.errors import StoreError
 from gateway.store import redis_connection, rolling_budget
-from gateway.store.base import (
+from gateway.store.protocols import (
     Admission,
     BreakerTransition,
     BudgetAsk,

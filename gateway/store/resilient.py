@@ -27,11 +27,11 @@ from typing import TypeVar
 
 import structlog
 
-from gateway.clock import Clock
+from gateway.core.clock import Clock
+from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
-from gateway.store.base import Admission, BreakerTransition, BudgetAsk, IdempotencyEntry, Store
 from gateway.store.memory import MemoryStore
-from gateway.tasks import stop_task
+from gateway.store.protocols import Admission, BreakerTransition, BudgetAsk, IdempotencyEntry, Store
 
 log = structlog.get_logger("gateway.store")
 T = TypeVar("T")

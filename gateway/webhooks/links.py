@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gateway.errors import StoreError
 from gateway.stages.jobs import booking_of, job_entry_key
-from gateway.store.base import Store
+from gateway.store.protocols import Store
 from gateway.webhooks.event import WebhookEvent
 
 TIMELINE_TTL_S = 7 * 86400  # as long as the triage records they complete

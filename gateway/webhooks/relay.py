@@ -22,13 +22,13 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gateway.clock import Clock
-from gateway.egress_proxy import proxy_for
+from gateway.core.clock import Clock
+from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.settings import SubscriberSettings, WebhookSettings
-from gateway.store.base import Store
-from gateway.tasks import stop_task
-from gateway.upstream import client_ssl_context
+from gateway.store.protocols import Store
+from gateway.upstream.client import client_ssl_context
+from gateway.upstream.egress_proxy import proxy_for
 from gateway.webhooks.event import WebhookEvent
 from gateway.webhooks.links import note_deliveries
 from gateway.webhooks.signature import sign

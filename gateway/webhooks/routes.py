@@ -16,14 +16,14 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.admin.routes import admin_guard
-from gateway.body import read_body
-from gateway.clock import Clock
-from gateway.envelope import json_response
-from gateway.middleware.keys import RECORD
+from gateway.core.clock import Clock
+from gateway.inbound.source_ip import Network, source_ip
+from gateway.observability.telemetry import Telemetry
+from gateway.request.body import read_body
+from gateway.request.envelope import json_response
+from gateway.request.keys import RECORD
 from gateway.settings import WebhookSettings
-from gateway.source_ip import Network, source_ip
-from gateway.store.base import Store
-from gateway.telemetry import Telemetry
+from gateway.store.protocols import Store
 from gateway.webhooks.event import WebhookEvent, parse_event
 from gateway.webhooks.links import link_event
 from gateway.webhooks.relay import matching

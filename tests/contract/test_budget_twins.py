@@ -9,7 +9,7 @@ import random
 import pytest
 
 from gateway.store import rolling_budget
-from gateway.store.base import BudgetAsk
+from gateway.store.protocols import BudgetAsk
 from gateway.store.redis import RedisStore
 
 pytestmark = pytest.mark.redis

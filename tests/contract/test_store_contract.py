@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.clock import SystemClock
-from gateway.store.base import BreakerTransition, BudgetAsk, IdempotencyState, Store
+from gateway.core.clock import SystemClock
 from gateway.store.memory import MemoryStore
+from gateway.store.protocols import BreakerTransition, BudgetAsk, IdempotencyState, Store
 from gateway.store.redis import RedisStore, budget_log_key, budget_state_key, idempotency_key
 from gateway.store.redis_connection import RedisTarget
 from gateway.store.resilient import ResilientStore

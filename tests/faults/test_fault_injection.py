@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.sim.server import Faults, SimConfig, start_sim
+from gateway.tools.sim.server import Faults, SimConfig, start_sim
 from tests.faults.conftest import Figures
 from tests.support.servers import (
     RedisServer,

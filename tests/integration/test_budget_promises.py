@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.sim.server import Faults, SimConfig, Simulator, start_sim
+from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
 from tests.support.servers import ADMIN_TOKEN, OPS_TOKEN, WEB_TOKEN, call, gateway, gateway_document
 
 pytestmark = pytest.mark.slow

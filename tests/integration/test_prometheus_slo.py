@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from dashboards import slo
-from gateway.sim.server import Faults, SimConfig, start_sim
+from gateway.tools.sim.server import Faults, SimConfig, start_sim
 from tests.support.servers import (
     ADMIN_TOKEN,
     call,

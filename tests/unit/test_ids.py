@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from gateway.ids import MonotonicUlids
+from gateway.core.ids import MonotonicUlids
 
 
 def test_ids_made_in_one_millisecond_sort_in_order() -> None:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 from gateway.errors import CircuitOpen
-from gateway.stages.breaker import BreakerBoard, BreakerStage
+from gateway.request.types import UpstreamResponse
+from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.store.memory import MemoryStore
-from gateway.types import UpstreamResponse
 from tests.unit.stages.test_rate_budget_stage import request
 
 

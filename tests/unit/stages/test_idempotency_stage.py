@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.idempotency import IdempotencyStage
 from gateway.store.memory import MemoryStore
-from gateway.types import UpstreamRequest, UpstreamResponse
 from tests.unit.stages.test_rate_budget_stage import request
 
 

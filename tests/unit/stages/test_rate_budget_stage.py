@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 from gateway.errors import RateBudgetExhausted
-from gateway.record import RequestRecord
+from gateway.request.record import RequestRecord
+from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.rate_budget import RateBudgetStage
-from gateway.store.base import BudgetAsk
 from gateway.store.memory import MemoryStore
-from gateway.types import UpstreamRequest, UpstreamResponse
+from gateway.store.protocols import BudgetAsk
 
 
 class Notes:

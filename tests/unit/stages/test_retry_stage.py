@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.clock import ManualClock
+from gateway.core.clock import ManualClock
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.retry_budget import RetryBudget
-from gateway.stages.retry import Backoff, RetryStage
-from gateway.types import UpstreamRequest, UpstreamResponse
+from gateway.request.types import UpstreamRequest, UpstreamResponse
+from gateway.stages.retry.retry_budget import RetryBudget
+from gateway.stages.retry.stage import Backoff, RetryStage
 from tests.unit.stages.test_rate_budget_stage import request
 
 

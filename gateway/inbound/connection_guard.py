@@ -1,0 +1,146 @@
+"""The connection layer beneath aiohttp's request handling: two things it does not do itself.
+
+1. Bounds callers that trickle a request's header block (slowloris). aiohttp bounds an
+   idle keep-alive connection (``keepalive_timeout``, 75 s) but not a fresh connection that
+   trickles its first header block forever, and a keep-alive connection whose next request
+   trickles is held until that 75 s. ``HeaderGuard`` closes a connection when a request's
+   header block is not complete within ``header_timeout_s``: for the first request counted
+   from the connection, for each later one from its first byte (an idle keep-alive
+   connection is aiohttp's to bound). Everything passes to aiohttp's protocol untouched.
+   Slow bodies are bounded where bodies are read (body.py).
+2. Answers requests aiohttp's HTTP parser refuses (malformed request line or headers,
+   conflicting Content-Length/Transfer-Encoding) in the gateway's envelope, logged as one
+   line without a traceback, instead of aiohttp's plain text and logged traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, cast
+
+import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway import errors
+from gateway.core.ids import new_request_id
+from gateway.request.envelope import error_response
+
+log = structlog.get_logger("gateway.http")
+
+HEADER_END = b"\r\n\r\n"
+
+
+class HeaderGuard(asyncio.Protocol):
+    def __init__(self, inner: asyncio.Protocol, header_timeout_s: float) -> None:
+        self._inner = inner
+        self._timeout = header_timeout_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._awaiting_header = True
+        self._tail = b""
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._arm()  # a connection that never sends a byte is bounded too
+        self._inner.connection_made(transport)
+
+    def request_answered(self) -> None:
+        """The next bytes start the next request: its header block is timed from the first.
+        A timer armed by bytes before this answer (its body's) no longer applies."""
+        self._awaiting_header = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+
+    def _expire(self) -> None:
+        if self._transport is not None:  # not isinstance: uvloop's transports are not asyncio.Transport
+            cast(asyncio.Transport, self._transport).abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_header:
+            if HEADER_END in self._tail + data[:4096] or HEADER_END in data:
+                self._awaiting_header = False
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            elif self._timer is None:
+                self._arm()
+        # Always kept: a header end can straddle the chunks before and after an answer.
+        self._tail = data[-3:] if len(data) >= 3 else (self._tail + data)[-3:]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class EnvelopeRequestHandler(RequestHandler):
+    """aiohttp's handler, with parse errors answered in the SPEC's envelope, telling its
+    ``HeaderGuard`` when each answer is finished."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_answered: Callable[[], None] = lambda: None
+
+    def log_access(self, request, response, time):  # type: ignore[no-untyped-def]
+        # aiohttp calls this once per finished answer (whether or not an access logger is set).
+        super().log_access(request, response, time)
+        self.on_answered()
+
+    def handle_error(self, request, status=500, exc=None, message=None):  # type: ignore[no-untyped-def]
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        request_id = new_request_id()
+        # First line only: aiohttp's message can quote the offending header (an Authorization line too).
+        reason = (message or str(exc) or "malformed request").split("\n", 1)[0][:200]
+        log.warning("bad_http_request", requestId=request_id, sourceIp=request.remote, status=status, reason=reason)
+        refusal = errors.PayloadTooLarge(reason) if status == 413 else errors.BadRequest(f"malformed HTTP request: {reason}")
+        response = error_response(refusal, request_id)
+        response.force_close()
+        return response
+
+
+class GuardedTCPSite(web.TCPSite):
+    """``web.TCPSite`` whose connections first pass through ``HeaderGuard``."""
+
+    def __init__(self, runner: web.BaseRunner, *args: object, header_timeout_s: float = 10.0, **kwargs: object) -> None:
+        super().__init__(runner, *args, **kwargs)  # type: ignore[arg-type]
+        self._header_timeout_s = header_timeout_s
+
+    async def start(self) -> None:
+        server = self._runner.server
+        assert server is not None
+        real: Callable[[], asyncio.Protocol] = server
+        timeout = self._header_timeout_s
+
+        class _Factory:  # keeps the attributes aiohttp reads off the server object
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def __call__(self) -> asyncio.Protocol:
+                # As web.Server.__call__ does, with our handler class (Server keeps these private).
+                handler = EnvelopeRequestHandler(real, loop=real._loop, **real._kwargs)  # type: ignore[attr-defined]
+                guard = HeaderGuard(handler, timeout)
+                handler.on_answered = guard.request_answered
+                return guard
+
+        self._runner._server = _Factory()  # type: ignore[assignment]
+        try:
+            await super().start()
+        finally:
+            self._runner._server = real  # type: ignore[assignment]

@@ -1,0 +1,483 @@
+"""Traces and metrics (SPEC §8): every instrument and attribute name is declared here once.
+
+The gateway records its own spans (the contrib aiohttp instrumentations keep module
+globals, emit old semantic conventions by default and never set
+``http.request.resend_count``), through ``gateway.observability.tracing`` (the SDK's sampler, resource
+and batch export, without its per-span machinery). Providers are per application, never
+global; spans are exported by a batch processor and metrics by a periodic reader, both
+off the request's critical path. Exemplars are off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks
+for them (see ``_exemplar_filter``). Duration histograms use explicit second-based boundaries that include
+the 0.18 s latency target and resolve 100–500 ms; they are aggregated by the gateway itself
+(otlp/histograms.py) unless exemplars or delta/exponential output ask for the SDK's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    Metric,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry
+
+from gateway.core.histogram_buckets import (
+    ADDED_LATENCY_BUCKETS,
+    BUDGET_WAIT_BUCKETS,
+    JOB_DURATION_BUCKETS,
+    SECONDS_BUCKETS,
+)
+from gateway.observability.otlp.histograms import (
+    DurationHistogram,
+    LocalHistograms,
+    SdkDurationHistogram,
+)
+from gateway.observability.otlp.metrics import (
+    ExpositionAndPushReader,
+    interval_from_env,
+    shares_aggregation,
+)
+from gateway.observability.tracing import ReadableSpanExporter, RequestTracer
+from gateway.request.types import UpstreamRequest
+from gateway.settings import TelemetrySettings
+
+# -- metric names (OpenTelemetry name → Prometheus name in the comment) -----------------
+SERVER_DURATION = "http.server.request.duration"  # http_server_request_duration_seconds
+CLIENT_DURATION = "http.client.request.duration"  # http_client_request_duration_seconds
+RETRIES = "pmc_gateway_retries"  # pmc_gateway_retries_total
+RETRY_BUDGET_EXHAUSTED = "pmc_gateway_retry_budget_exhausted"  # ..._total
+BREAKER_STATE = "pmc_gateway_breaker_state"  # 0 closed, 1 half-open, 2 open
+BUDGET_WAIT = "pmc_gateway_budget_wait"  # pmc_gateway_budget_wait_seconds
+BUDGET_REJECTED = "pmc_gateway_budget_rejected"  # pmc_gateway_budget_rejected_total
+UPSTREAM_THROTTLED = "pmc_gateway_upstream_throttled"  # pmc_gateway_upstream_throttled_total
+IDEMPOTENT_REPLAYS = "pmc_gateway_idempotent_replays"  # pmc_gateway_idempotent_replays_total
+WEBHOOK_REJECTED = "pmc_gateway_webhook_rejected"  # pmc_gateway_webhook_rejected_total
+WEBHOOK_BACKLOG = "pmc_gateway_webhook_delivery_backlog"  # gauge
+STORE_UP = "pmc_gateway_store_up"  # gauge: 1 reachable, 0 falling back to local
+API_KEY_AGE = "pmc_gateway_api_key_age_days"  # gauge per environment
+BUDGET_USED = "pmc_gateway_budget_used_ratio"  # gauge per environment: admissions in 60 s / limit
+JOBS = "pmc_gateway_jobs"  # pmc_gateway_jobs_total{outcome}: how followed jobs ended
+JOB_DURATION = "pmc_gateway_job_duration"  # pmc_gateway_job_duration_seconds: 202 to final, when followed
+JOB_POLLS = "pmc_gateway_job_polls"  # pmc_gateway_job_polls_total{source}: upstream, shared, cache
+ADDED_LATENCY = "pmc_gateway_added_latency"  # pmc_gateway_added_latency_seconds: what the gateway itself took
+
+PROMETHEUS_NAMES = (
+    "http_server_request_duration_seconds",
+    "http_client_request_duration_seconds",
+    "pmc_gateway_retries_total",
+    "pmc_gateway_breaker_state",
+    "pmc_gateway_budget_wait_seconds",
+    "pmc_gateway_budget_rejected_total",
+    "pmc_gateway_upstream_throttled_total",
+    "pmc_gateway_idempotent_replays_total",
+    "pmc_gateway_webhook_rejected_total",
+    "pmc_gateway_webhook_delivery_backlog",
+    "pmc_gateway_budget_used_ratio",
+    "pmc_gateway_added_latency_seconds",
+    "pmc_gateway_jobs_total",
+    "pmc_gateway_job_duration_seconds",
+    "pmc_gateway_job_polls_total",
+)
+
+# -- attribute names -------------------------------------------------------------------
+HTTP_METHOD = "http.request.method"
+HTTP_ROUTE = "http.route"
+HTTP_STATUS = "http.response.status_code"
+HTTP_RESEND_COUNT = "http.request.resend_count"
+URL_PATH = "url.path"
+URL_SCHEME = "url.scheme"
+URL_FULL = "url.full"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+CLIENT_ADDRESS = "client.address"
+ERROR_TYPE = "error.type"
+PMC_REQUEST_ID = "pmc.request_id"
+PMC_CLIENT = "pmc.client"
+PMC_ENVIRONMENT = "pmc.environment"
+PMC_ATTEMPTS = "pmc.attempts"
+PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
+REASON = "reason"  # SPEC §7: pmc_gateway_webhook_rejected_total{reason}
+PMC_BREAKER = "pmc.breaker"
+PMC_SOURCE = "pmc.source"  # who made the answer: "gateway" (its own envelope) or "upstream" (passed through)
+BUDGET_LIMIT = "limit"  # SPEC §8: pmc_gateway_budget_rejected_total{limit}: key, client, share
+BUDGET_LIMITS = ("key", "client", "share")
+OUTCOME = "outcome"
+JOB_OUTCOMES = ("completed", "failed", "not_final")
+SOURCE = "source"
+JOB_POLL_SOURCES = ("upstream", "shared", "cache")
+
+# Attribute order of the duration histograms (a missing value leaves its attribute out).
+SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT, PMC_SOURCE)
+ADDED_LATENCY_ATTRIBUTES = (HTTP_ROUTE, PMC_ENVIRONMENT)
+CLIENT_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, PMC_ENVIRONMENT, HTTP_STATUS, ERROR_TYPE)
+BUDGET_WAIT_ATTRIBUTES = (PMC_ENVIRONMENT, PMC_CLIENT)
+
+METER_SCOPE = "pmc-gateway"
+BUDGET_USED_FRESH_S = 60.0  # a usage figure older than the window says nothing: the key is idle
+_ROOT = otel_context.Context()  # a SERVER span without a caller's traceparent starts a trace
+BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def _views() -> list[View]:
+    buckets = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS)
+    return [
+        *(View(instrument_name=name, aggregation=buckets) for name in (SERVER_DURATION, CLIENT_DURATION)),
+        View(instrument_name=ADDED_LATENCY, aggregation=ExplicitBucketHistogramAggregation(ADDED_LATENCY_BUCKETS)),
+        View(instrument_name=BUDGET_WAIT, aggregation=ExplicitBucketHistogramAggregation(BUDGET_WAIT_BUCKETS)),
+        View(instrument_name=JOB_DURATION, aggregation=ExplicitBucketHistogramAggregation(JOB_DURATION_BUCKETS)),
+    ]
+
+
+def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter | None:
+    """Off by default; ``None`` lets the SDK read ``OTEL_METRICS_EXEMPLAR_FILTER`` when it is set.
+
+    The SDK's default (trace_based) offers every measurement made under a sampled span to an
+    exemplar reservoir: ~1.7 µs per record per reader, three records a request, and the
+    Prometheus exposition drops exemplars anyway. Only OTLP metrics carry them."""
+    return None if environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
+
+
+def _records_locally(environ: Mapping[str, str]) -> bool:
+    """True when the duration histograms may bypass the SDK (otlp/histograms.py): the
+    output wanted is cumulative explicit buckets without exemplars, exactly what they produce."""
+    return shares_aggregation(environ) and not environ.get(OTEL_METRICS_EXEMPLAR_FILTER)
+
+
+def _metric_readers(
+    prometheus: bool,
+    otlp: MetricExporter | None,
+    registry: CollectorRegistry,
+    interval_s: float | None,
+    local_metrics: Callable[[], list[Metric]],
+) -> list[MetricReader]:
+    """The exposition and OTLP push from one aggregation when they can share it (otlp/metrics.py)."""
+    interval_s = interval_s or interval_from_env()
+    if (prometheus or otlp is not None) and shares_aggregation(os.environ):
+        # OTLP alone still needs this reader (the local histograms join its collections), but
+        # the registry that /_gateway/metrics and the status snapshots read must stay empty.
+        exposed_to = registry if prometheus else CollectorRegistry()
+        return [
+            ExpositionAndPushReader(
+                registry=exposed_to, exporter=otlp, interval_s=interval_s, scope_name=METER_SCOPE, local_metrics=local_metrics
+            )
+        ]
+    readers: list[MetricReader] = []
+    if prometheus:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False, registry=registry))
+    if otlp is not None:
+        readers.append(PeriodicExportingMetricReader(otlp, export_interval_millis=interval_s * 1000))
+    return readers
+
+
+def _otlp_exporters(settings: TelemetrySettings) -> tuple[SpanExporter | None, Any]:
+    if not settings.otlp_endpoint:
+        return None, None
+    base = settings.otlp_endpoint.rstrip("/")
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        from gateway.observability.otlp.grpc import GrpcSpanExporter
+
+        insecure = base.startswith("http://")
+        endpoint = base.split("://", 1)[1]
+        return (
+            GrpcSpanExporter(endpoint=endpoint, insecure=insecure, timeout=3),
+            OTLPMetricExporter(endpoint=endpoint, insecure=insecure, timeout=3),
+        )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetrics,
+    )
+
+    from gateway.observability.otlp.http import HttpSpanExporter
+
+    return HttpSpanExporter(endpoint=f"{base}/v1/traces", timeout=3), HttpMetrics(endpoint=f"{base}/v1/metrics", timeout=3)
+
+
+@dataclass
+class GaugeSources:
+    """Callables read at collection time for the observable gauges."""
+
+    breaker_states: Callable[[], Iterable[tuple[str, str, str]]] = lambda: ()
+    webhook_backlog: Callable[[], int] = lambda: 0
+    store_up: Callable[[], bool] = lambda: True
+    api_key_ages: Callable[[], Iterable[tuple[str, float]]] = lambda: ()
+
+
+class Telemetry:
+    """Owns this application's tracer and meter providers and every instrument."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings,
+        *,
+        member_id: str,
+        span_exporter: SpanExporter | None = None,
+        export_interval_s: float | None = None,  # else OTEL_METRIC_EXPORT_INTERVAL, else 10 s
+    ) -> None:
+        self.settings = settings
+        resource = Resource.create(
+            {"service.name": settings.service_name, "service.instance.id": member_id}
+        )
+        otlp_spans, otlp_metrics = _otlp_exporters(settings)
+        exporters = [e for e in (span_exporter and ReadableSpanExporter(span_exporter), otlp_spans) if e is not None]
+        self.tracer = RequestTracer(
+            resource=resource,
+            scope_name="pmc-gateway",
+            processors=[BatchSpanProcessor(e, schedule_delay_millis=500, max_export_batch_size=512) for e in exporters],
+        )
+        self.propagator = TraceContextTextMapPropagator()
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        local = LocalHistograms() if _records_locally(os.environ) else None
+        self.meter_provider = MeterProvider(
+            resource=resource,
+            metric_readers=_metric_readers(
+                settings.prometheus, otlp_metrics, self.registry, export_interval_s, local.collect if local else list
+            ),
+            views=_views(),
+            exemplar_filter=_exemplar_filter(os.environ),
+        )
+        meter = self.meter_provider.get_meter(METER_SCOPE)
+        self.gauges = GaugeSources()
+
+        def duration_histogram(
+            name: str, description: str, attribute_names: tuple[str, ...], boundaries: tuple[float, ...] = SECONDS_BUCKETS
+        ) -> DurationHistogram:
+            if local is not None:
+                return local.create(name, unit="s", description=description, boundaries=boundaries, attribute_names=attribute_names)
+            return SdkDurationHistogram(meter.create_histogram(name, unit="s", description=description), attribute_names)
+
+        self.server_duration = duration_histogram(SERVER_DURATION, "Duration of requests the gateway served", SERVER_DURATION_ATTRIBUTES)
+        self.client_duration = duration_histogram(CLIENT_DURATION, "Duration of each upstream attempt", CLIENT_DURATION_ATTRIBUTES)
+        self.added_latency = duration_histogram(
+            ADDED_LATENCY,
+            "What the gateway itself added to a proxied request: its duration less upstream attempts, backoff and rate-budget wait",
+            ADDED_LATENCY_ATTRIBUTES,
+            ADDED_LATENCY_BUCKETS,
+        )
+        self.retries = meter.create_counter(RETRIES, description="Upstream attempts that were retries, by reason")
+        self.retry_budget_exhausted = meter.create_counter(RETRY_BUDGET_EXHAUSTED, description="Retries skipped because the retry budget was spent")
+        self.budget_wait = duration_histogram(
+            BUDGET_WAIT, "Time attempts waited for a rate-budget slot", BUDGET_WAIT_ATTRIBUTES, BUDGET_WAIT_BUCKETS
+        )
+        self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED, by the limit that held them back")
+        self._budget_used: dict[str, tuple[float, float]] = {}
+        self.jobs = meter.create_counter(JOBS, description="Jobs followed for a caller's Prefer: wait, by how they ended")
+        self.job_duration = duration_histogram(JOB_DURATION, "From a followed job's 202 to its final answer", (), JOB_DURATION_BUCKETS)
+        self.job_duration.declare(())
+        self.job_polls = meter.create_counter(JOB_POLLS, description="Callers' and follows' job polls, by who answered: upstream, a shared poll, the cache")
+        self.job_poll_counts = dict.fromkeys(JOB_POLL_SOURCES, 0)  # this process's, for /_gateway/status
+        for outcome in JOB_OUTCOMES:
+            self.jobs.add(0, {OUTCOME: outcome})
+        for source in JOB_POLL_SOURCES:
+            self.job_polls.add(0, {SOURCE: source})  # environment → (ratio, monotonic time)
+        self.upstream_throttled = meter.create_counter(UPSTREAM_THROTTLED, description="Upstream 429 answers (each pauses the key)")
+        self.idempotent_replays = meter.create_counter(IDEMPOTENT_REPLAYS, description="Answers replayed from the idempotency store")
+        self.webhook_rejected = meter.create_counter(WEBHOOK_REJECTED, description="Webhook posts refused, by reason")
+        meter.create_observable_gauge(BREAKER_STATE, [self._observe_breakers], description="Breaker state: 0 closed, 1 half-open, 2 open")
+        meter.create_observable_gauge(WEBHOOK_BACKLOG, [self._observe_backlog], description="Webhook deliveries not yet delivered")
+        meter.create_observable_gauge(STORE_UP, [self._observe_store], description="1 when the shared store answers")
+        meter.create_observable_gauge(API_KEY_AGE, [self._observe_key_ages], unit="d", description="Days since each environment's API key was rotated")
+        meter.create_observable_gauge(BUDGET_USED, [self._observe_budget_used], description="Admissions on each environment's key in the last 60 s, over its limit")
+        # Pre-create the counters' zero series so dashboards and alerts see them from the start.
+        self.webhook_rejected.add(0, {REASON: "invalid_signature"})
+
+    # -- observable gauges --------------------------------------------------------------
+    def _observe_breakers(self, _: CallbackOptions) -> Iterable[Observation]:
+        for environment, route, state in self.gauges.breaker_states():
+            yield Observation(BREAKER_VALUES.get(state, 0), {PMC_ENVIRONMENT: environment, HTTP_ROUTE: route})
+
+    def _observe_backlog(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self.gauges.webhook_backlog())
+
+    def _observe_store(self, _: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(1 if self.gauges.store_up() else 0)
+
+    def _observe_budget_used(self, _: CallbackOptions) -> Iterable[Observation]:
+        now = time.monotonic()
+        for environment, (ratio, at) in self._budget_used.items():
+            yield Observation(ratio if now - at < BUDGET_USED_FRESH_S else 0.0, {PMC_ENVIRONMENT: environment})
+
+    def declare_series(self, callers: Iterable[tuple[str, str]]) -> None:
+        """Zero series for every (client, environment) known at start-up, so panels and alerts
+        on refusals, throttling and usage see them before the first event."""
+        for client, environment in callers:
+            for limit in BUDGET_LIMITS:
+                self.budget_rejected.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client, BUDGET_LIMIT: limit})
+            self._budget_used.setdefault(environment, (0.0, time.monotonic()))
+            self.budget_wait.declare((environment, client))
+            self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
+            self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
+
+    def _observe_key_ages(self, _: CallbackOptions) -> Iterable[Observation]:
+        for environment, days in self.gauges.api_key_ages():
+            yield Observation(days, {PMC_ENVIRONMENT: environment})
+
+    # -- spans --------------------------------------------------------------------------
+    # Plain start/end pairs rather than context managers: these run twice per request.
+    def start_server_span(self, method: str, carrier: dict[str, str]) -> tuple[trace.Span, object]:
+        """A SERVER span, current until ``end_server_span``; continues the caller's trace."""
+        parent = self.propagator.extract(carrier) if carrier else _ROOT
+        remote = trace.get_current_span(parent).get_span_context() if carrier else None
+        span = self.tracer.start(method, SpanKind.SERVER, remote, parent)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+    @staticmethod
+    def detach_server_span(token: object) -> None:
+        """The SERVER span stops being current; whoever holds it ends it."""
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    def start_attempt_span(self, request: UpstreamRequest, host: str, port: int, url: str) -> tuple[trace.Span, str]:
+        """A CLIENT span for one upstream attempt, and the traceparent to send with it.
+
+        Attributes are built only for a span that records: with a ratio sampler most spans
+        do not, and then an attempt costs no more than its ids."""
+        span = self.tracer.start(request.method, SpanKind.CLIENT, trace.get_current_span().get_span_context())
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                HTTP_METHOD: request.method,
+                HTTP_ROUTE: request.route,
+                SERVER_ADDRESS: host,
+                SERVER_PORT: port,
+                URL_FULL: url,
+                PMC_REQUEST_ID: request.request_id,
+            }
+            if request.attempt > 1:
+                attributes[HTTP_RESEND_COUNT] = request.attempt - 1
+            span.set_attributes(attributes)
+        context = span.get_span_context()
+        if not context.is_valid:
+            return span, ""
+        # W3C traceparent, formatted here rather than through a propagator's carrier dict
+        return span, f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+    @staticmethod
+    def end_attempt(span: trace.Span, status: int | None, error: str | None, end_ns: int | None = None) -> None:
+        if not span.is_recording():
+            span.end(end_ns)
+            return
+        if status is not None:
+            span.set_attribute(HTTP_STATUS, status)
+        if error is not None or (status is not None and status >= 500):
+            error_type = error or str(status)
+            span.set_attribute(ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+        span.end(end_ns)
+
+    # -- observer methods the stages call -----------------------------------------------
+    def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
+        self.client_duration.record(seconds, (request.method, request.route, request.environment, status, error))
+
+    def retried(self, request: UpstreamRequest, reason: str) -> None:
+        self.retries.add(1, {PMC_ENVIRONMENT: request.environment, HTTP_ROUTE: request.route, REASON: reason})
+        trace.get_current_span().add_event("pmc.retry", {REASON: reason, "pmc.attempt": request.attempt + 1})
+
+    def retry_budget_exhausted_for(self, request: UpstreamRequest) -> None:
+        self.retry_budget_exhausted.add(1, {PMC_ENVIRONMENT: request.environment})
+        trace.get_current_span().add_event("pmc.retry_budget_exhausted")
+
+    def budget_waited(self, request: UpstreamRequest, seconds: float) -> None:
+        self.budget_wait.record(seconds, (request.environment, request.client))
+        if seconds > 0:
+            trace.get_current_span().add_event("pmc.budget.wait", {"pmc.wait_ms": seconds * 1000})
+
+    def job_polled(self, source: str) -> None:
+        self.job_polls.add(1, {SOURCE: source})
+        self.job_poll_counts[source] += 1
+
+    def job_followed(self, outcome: str, seconds: float | None) -> None:
+        self.jobs.add(1, {OUTCOME: outcome})
+        if seconds is not None:
+            self.job_duration.record(seconds, ())
+
+    def budget_used(self, environment: str, used: int, limit: int) -> None:
+        self._budget_used[environment] = (used / limit, time.monotonic())
+
+    def budget_rejected_for(self, request: UpstreamRequest, limit: str) -> None:
+        self.budget_rejected.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client, BUDGET_LIMIT: limit})
+        trace.get_current_span().add_event("pmc.budget.rejected", {BUDGET_LIMIT: limit})
+
+    def upstream_throttled_for(self, request: UpstreamRequest, pause_s: float) -> None:
+        self.upstream_throttled.add(1, {PMC_ENVIRONMENT: request.environment})
+        trace.get_current_span().add_event("pmc.upstream.throttled", {"pmc.pause_s": pause_s})
+
+    def breaker_refused(self, request: UpstreamRequest, breaker: str) -> None:
+        trace.get_current_span().add_event("pmc.breaker.open", {PMC_BREAKER: breaker})
+
+    def replayed_for(self, request: UpstreamRequest) -> None:
+        self.idempotent_replays.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
+        trace.get_current_span().add_event("pmc.idempotent.replayed")
+
+    def webhook_rejected_for(self, reason: str) -> None:
+        self.webhook_rejected.add(1, {REASON: reason})
+
+    def server_finished(
+        self,
+        *,
+        method: str,
+        route: str,
+        status: int,
+        client: str | None,
+        environment: str | None,
+        seconds: float,
+        source: str | None = None,
+        added_s: float | None = None,
+    ) -> None:
+        self.server_duration.record(seconds, (method, route, status, client or None, environment or None, source))
+        if added_s is not None:
+            self.added_latency.record(added_s, (route, environment or None))
+
+    def shutdown(self) -> None:
+        self.tracer.shutdown()
+        self.meter_provider.shutdown()
+
+
+class StageObservers:
+    """Adapts ``Telemetry`` to the small observer protocols each stage declares."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None:
+        self._t.budget_waited(request, waited_s)
+        self._t.budget_used(request.environment, used, limit)
+
+    def budget_rejected(self, request: UpstreamRequest, limit: str) -> None:
+        self._t.budget_rejected_for(request, limit)
+
+    def job_polled(self, request: UpstreamRequest, source: str) -> None:
+        self._t.job_polled(source)
+
+    def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None:
+        self._t.job_followed(outcome, seconds)
+
+    def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
+        self._t.upstream_throttled_for(request, pause_s)
+
+    def retried(self, request: UpstreamRequest, reason: str) -> None:
+        self._t.retried(request, reason)
+
+    def retry_budget_exhausted(self, request: UpstreamRequest) -> None:
+        self._t.retry_budget_exhausted_for(request)
+
+    def replayed(self, request: UpstreamRequest) -> None:
+        self._t.replayed_for(request)

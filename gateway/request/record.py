@@ -1,0 +1,85 @@
+"""The triage record (SPEC §6): everything that happened to one request, under its requestId.
+
+One mutable record per request, created by the request-id middleware and annotated by
+the stages it passes through; written to the store off the critical path when the
+response is sent. It holds no secret: credentials are added innermost, after every
+stage that writes here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.core.clock import iso_utc_ms
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    attempt: int
+    status: int | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    delay_ms: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "attempt": self.attempt,
+            "status": self.status,
+            "error": self.error,
+            "latencyMs": round(self.latency_ms, 3),
+            "delayMs": round(self.delay_ms, 3),
+        }
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    started_at: float  # wall clock, seconds
+    method: str = ""
+    path: str = ""
+    route: str = ""
+    trace_id: str | None = None
+    client: str | None = None
+    environment: str | None = None
+    status: int | None = None
+    latency_ms: float = 0.0
+    budget_wait_ms: float = 0.0
+    breaker_state: str | None = None
+    idempotency_key: str | None = None
+    upstream_request_id: str | None = None
+    job_id: str | None = None
+    booking_id: str | None = None
+    job_wait_ms: float = 0.0  # following a job (Prefer: wait): the job's time, not the gateway's
+    error_code: str | None = None
+    replayed: bool = False
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "requestId": self.request_id,
+            "traceId": self.trace_id,
+            "client": self.client,
+            "environment": self.environment,
+            "method": self.method,
+            "route": self.route,
+            "path": self.path,
+            "status": self.status,
+            "latencyMs": round(self.latency_ms, 3),
+            "budgetWaitMs": round(self.budget_wait_ms, 3),
+            "jobWaitMs": round(self.job_wait_ms, 3),
+            "breakerState": self.breaker_state,
+            "idempotencyKey": self.idempotency_key,
+            "startedAt": iso_utc_ms(self.started_at),
+            "upstreamRequestId": self.upstream_request_id,
+            "jobId": self.job_id,
+            "bookingId": self.booking_id,
+            "errorCode": self.error_code,
+            "replayed": self.replayed,
+            "attempts": [a.to_json() for a in self.attempts],
+        }
+
+    def gateway_added_s(self, elapsed_s: float) -> float:
+        """What the gateway itself took of ``elapsed_s``: less the upstream attempts, the backoff
+        before them and the rate-budget wait (waits it chose to make, not work it did)."""
+        elsewhere_ms = self.budget_wait_ms + self.job_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts)
+        return max(0.0, elapsed_s - elsewhere_ms / 1000)
