@@ -1,10 +1,11 @@
-"""The composition root: builds every shared thing once and composes the pipeline.
+"""The composition root: builds every shared thing once, composes the pipeline, and gives each
+resource its own ``cleanup_ctx`` (a failed start closes what had started, in reverse order).
 
 Inbound (one aiohttp middleware, gateway/inbound/middleware.py, steps in order):
     request_id → access_log (+ SERVER span) → error_envelope → path_safety → caller_auth
 
 Outbound (stages, outermost first), for ``/v1/**``:
-    idempotency → retry → breaker → rate_budget → credentials → upstream (one CLIENT span per attempt)
+    jobs → idempotency → retry → breaker → rate_budget → credentials → upstream (one CLIENT span per attempt)
 
 Credentials sit innermost so no outer stage can see a key; the retry and breaker stages
 treat the gateway's own refusals (rate budget, open circuit) as final.
@@ -13,43 +14,44 @@ treat the gateway's own refusals (rate budget, open circuit) as final.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from gateway.admin.key_ages import KeyAges
 from gateway.admin.metrics import MetricsView
+from gateway.admin.readiness import Readiness
 from gateway.admin.routes import admin_routes
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.ids import ulid
-from gateway.errors import ConfigError, StoreError
 from gateway.inbound.access_log import RequestObserver
 from gateway.inbound.caller_auth import ClientDirectory
 from gateway.inbound.middleware import inbound_middleware
 from gateway.inbound.proxy_handler import proxy_handler
 from gateway.inbound.source_ip import trusted_networks
 from gateway.observability.after_answer import AfterAnswer
-from gateway.observability.telemetry import StageObservers, Telemetry
+from gateway.observability.telemetry import GaugeSources, StageObservers, Telemetry
+from gateway.reload import reload_or_signal
 from gateway.request.chain import Chain, compose
+from gateway.request.record import RequestRecord
 from gateway.settings import Secrets, Settings
 from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
 from gateway.stages.jobs import JobsStage
 from gateway.stages.rate_budget import BudgetTable, RateBudgetStage
+from gateway.stages.retry.backoff import Backoff
 from gateway.stages.retry.retry_budget import RetryBudget
-from gateway.stages.retry.stage import Backoff, RetryStage
+from gateway.stages.retry.stage import RetryStage
 from gateway.store.memory import MemoryStore
 from gateway.store.protocols import Store
 from gateway.store.redis import RedisStore
@@ -63,13 +65,11 @@ log = structlog.get_logger("gateway.app")
 
 COMPONENTS: web.AppKey[Components] = web.AppKey("components")
 
-KEY_AGE_WARN_DAYS = 60
-KEY_AGE_ALARM_DAYS = 90
-
 
 @dataclass
 class Components:
-    """Everything shared by requests, built once per process."""
+    """Everything shared by requests, built once per process. Also what a reload swaps
+    (``reload.Reloadable``): the settings, the secrets, and what was built from them."""
 
     settings: Settings
     secrets: Secrets
@@ -82,6 +82,7 @@ class Components:
     upstream: UpstreamClient
     breakers: BreakerBoard
     retry_budget: RetryBudget
+    jobs: JobsStage
     records: RecordWriter
     status: StatusBoard
     metrics: MetricsView
@@ -89,53 +90,28 @@ class Components:
     relay: WebhookRelay
     clients: ClientDirectory
     budget_table: BudgetTable
+    key_ages: KeyAges
+    readiness: Readiness
     config_path: Path | None = None
-    key_first_seen: dict[str, float] = field(default_factory=dict)  # environment → wall seconds
-    draining: bool = False
-    extras: list[Callable[[], AsyncIterator[None]]] = field(default_factory=list)
 
-    def readiness(self) -> list[str]:
-        reasons = []
-        if self.draining:
-            reasons.append("shutting down")
-        for environment in self.settings.environments:
-            if not self.credentials.has_key(environment):
-                reasons.append(f"no API key for environment {environment}")
-        if isinstance(self.store, ResilientStore) and not self.store.healthy:
-            reasons.append(f"store unreachable ({self.store.last_error}); budgets use the local share")
-        return reasons
+    @property
+    def draining(self) -> bool:
+        return self.readiness.draining
 
-    def warn_key_age(self, environment: str, days: float) -> None:
-        """Past 60 days a warning, past 90 a loud one (SPEC §3)."""
-        if days > KEY_AGE_ALARM_DAYS:
-            log.error("api_key_old", environment=environment, ageDays=days, rotateBy="now: older than 90 days")
-        elif days > KEY_AGE_WARN_DAYS:
-            log.warning("api_key_old", environment=environment, ageDays=days)
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self.readiness.draining = value
 
-    def api_key_ages(self) -> list[tuple[str, float]]:
-        ages = []
-        today = datetime.fromtimestamp(self.clock.wall(), UTC).date()
-        for name, env in self.settings.environments.items():
-            rotated: date | None = env.api_key_rotated_at
-            if rotated is None and env.api_key_file:
-                try:
-                    rotated = datetime.fromtimestamp(Path(env.api_key_file).stat().st_mtime, UTC).date()
-                except OSError:
-                    rotated = None
-            if rotated is None and name in self.key_first_seen:
-                rotated = datetime.fromtimestamp(self.key_first_seen[name], UTC).date()
-            if rotated is not None:
-                ages.append((name, float((today - rotated).days)))
-        return ages
-
-    async def learn_key_ages(self) -> None:
-        """A key from ``api_key_env`` without ``api_key_rotated_at`` has no date of its own: its
-        age counts from when any replica first saw it (its fingerprint, in the store)."""
-        for name, env in self.settings.environments.items():
-            fingerprint = self.credentials.fingerprint(name)
-            if env.api_key_env and env.api_key_rotated_at is None and fingerprint:
-                with contextlib.suppress(StoreError):
-                    self.key_first_seen[name] = await self.store.first_seen(f"apikey:{fingerprint}", self.clock.wall())
+    def swap(self, settings: Settings, secrets: Secrets) -> None:
+        """A reload's new settings and secrets, into everything built from them."""
+        self.settings = settings
+        self.secrets = secrets
+        self.credentials.replace_all(secrets.api_keys)
+        self.clients.replace(settings.clients)
+        self.budget_table.replace(settings)
+        self.relay.replace_secrets(secrets.subscriber_secrets)
+        self.key_ages.learn_in_background()
+        self.key_ages.warn()
 
 
 def make_store(settings: Settings, clock: Clock, member_id: str, redis_password: str | None = None) -> Store:
@@ -166,10 +142,41 @@ def build_components(
     rng = rng or random.Random()
     member_id = member_id or f"{socket.gethostname()}:{os.getpid()}:{ulid()[-6:]}"
     store = make_store(settings, clock, member_id, secrets.redis_password)
-    telemetry = Telemetry(settings.telemetry, member_id=member_id, span_exporter=span_exporter)
+    credentials = CredentialSource(settings.environments, secrets.api_keys)
+    breakers = BreakerBoard(
+        store=store,
+        fail_max=settings.breaker.fail_max,
+        reset_timeout_s=settings.breaker.reset_timeout_s,
+        probe_ttl_s=settings.upstream.attempt_timeout_ms / 1000 + 1,
+        member_id=member_id,
+        shared=not settings.store.is_memory,
+        clock=clock,
+    )
+    relay = WebhookRelay(
+        store=store,
+        settings=settings.webhooks,
+        subscriber_secrets=secrets.subscriber_secrets,
+        clock=clock,
+        rng=rng,
+        ca_file=settings.upstream.ca_file,
+        proxy_url=settings.upstream.proxy_url,
+        environ=environ,
+    )
+    key_ages = KeyAges(environments=settings.environments, credentials=credentials, store=store, clock=clock)
+    telemetry = Telemetry(
+        settings.telemetry,
+        member_id=member_id,
+        span_exporter=span_exporter,
+        gauges=GaugeSources(
+            breaker_states=breakers.states,
+            webhook_backlog=lambda: relay.backlog,
+            store_up=lambda: store.health().healthy,
+            api_key_ages=key_ages.ages,
+        ),
+    )
+    telemetry.declare_series((c, env) for c, client in settings.clients.items() for env in client.environments)
     after_answer = AfterAnswer()
     observers = StageObservers(telemetry)
-    credentials = CredentialSource(settings.environments, secrets.api_keys)
     upstream = UpstreamClient(
         base_urls={name: settings.base_url_of(name) for name in settings.environments},
         connect_timeout_s=settings.upstream.connect_timeout_ms / 1000,
@@ -182,16 +189,7 @@ def build_components(
         max_response_bytes=settings.upstream.max_response_bytes,
         environ=environ,
     )
-    breakers = BreakerBoard(
-        store=store,
-        fail_max=settings.breaker.fail_max,
-        reset_timeout_s=settings.breaker.reset_timeout_s,
-        probe_ttl_s=settings.upstream.attempt_timeout_ms / 1000 + 1,
-        member_id=member_id,
-        shared=not settings.store.is_memory,
-    )
     budget_table = BudgetTable(settings)
-    telemetry.declare_series((c, env) for c, client in settings.clients.items() for env in client.environments)
     retry_budget = RetryBudget(
         percent=settings.retry.budget_percent,
         min_per_second=settings.retry.min_retries_per_second,
@@ -235,19 +233,23 @@ def build_components(
         upstream,
         upstream.name,
     )
-    records = RecordWriter(store, before_read=after_answer.drain)
     metrics = MetricsView(telemetry.registry)
-    relay = WebhookRelay(
+    status = StatusBoard(
         store=store,
-        settings=settings.webhooks,
-        subscriber_secrets=secrets.subscriber_secrets,
         clock=clock,
-        rng=rng,
-        ca_file=settings.upstream.ca_file,
-        proxy_url=settings.upstream.proxy_url,
-        environ=environ,
+        member_id=member_id,
+        targets=settings.telemetry,
+        sections={
+            "breakers": breakers.status_section,
+            "budgets": budget_table.status_section,
+            "store": lambda: store.health().to_json(),
+            "apiKeys": key_ages.status_section,
+            "webhooks": relay.status_section,
+            "jobs": jobs.status_section,
+        },
+        extra_snapshot=lambda: {"exposition": metrics.local().decode()},
     )
-    components = Components(
+    return Components(
         settings=settings,
         secrets=secrets,
         clock=clock,
@@ -259,113 +261,70 @@ def build_components(
         upstream=upstream,
         breakers=breakers,
         retry_budget=retry_budget,
-        records=records,
-        status=None,  # type: ignore[arg-type]  # set just below: it reads the other components
+        jobs=jobs,
+        records=RecordWriter(store, before_read=after_answer.drain),
+        status=status,
         metrics=metrics,
         chain=chain,
         relay=relay,
         clients=ClientDirectory(settings.clients),
         budget_table=budget_table,
+        key_ages=key_ages,
+        readiness=Readiness(environments=lambda: settings.environments, credentials=credentials, store=store),
         config_path=config_path,
     )
-    components.status = StatusBoard(
-        store=store,
-        clock=clock,
-        member_id=member_id,
-        targets=settings.telemetry,
-        sections={
-            "breakers": lambda: breaker_section(components),
-            "budgets": lambda: budget_section(settings),
-            "store": lambda: store_section(components),
-            "apiKeys": lambda: key_age_section(components),
-            "webhooks": lambda: {"backlog": relay.backlog, "deadLetters": relay.dead_letters},
-            "jobs": lambda: {"following": len(jobs.following), "polls": dict(telemetry.job_poll_counts)},
-        },
-        extra_snapshot=lambda: {"exposition": metrics.local().decode()},
-    )
-    telemetry.gauges.breaker_states = lambda: [
-        (b.name.partition(":")[0], b.name.partition(":")[2], b.state) for b in breakers.breakers.values()
-    ]
-    telemetry.gauges.store_up = lambda: not isinstance(store, ResilientStore) or store.healthy
-    telemetry.gauges.api_key_ages = components.api_key_ages
-    telemetry.gauges.webhook_backlog = lambda: relay.backlog
-    return components
 
 
-def breaker_section(c: Components) -> list[dict[str, object]]:
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def resource(name: str, start: Callable[[], Awaitable[None]] | None, close: Callable[[], Awaitable[None]] | None) -> CleanupContext:
+    """One resource's ``cleanup_ctx``: aiohttp closes the ones that started, newest first,
+    when a later one fails to start or the app stops."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        if start is not None:
+            await start()
+        log.debug("resource_started", resource=name)
+        yield
+        if close is not None:
+            await close()
+
+    context.__qualname__ = f"resource[{name}]"
+    return context
+
+
+def lifecycle(c: Components) -> list[CleanupContext]:
+    """Start order; the stop order is the reverse."""
+
+    async def announce() -> None:
+        await c.key_ages.learn()
+        log.info(
+            "gateway_started",
+            member=c.member_id,
+            store=c.store.kind,
+            chain=c.chain.describe(),
+            environments=sorted(c.settings.environments),
+        )
+        c.key_ages.warn()
+
+    async def account_for_answers() -> None:
+        c.after_answer.drain()  # every answered request is accounted for before its consumers close
+
+    async def flush_telemetry() -> None:
+        await asyncio.to_thread(c.telemetry.shutdown)  # flushes batched spans and metrics; exporters block
+
     return [
-        {
-            "name": b.name,
-            "environment": b.name.split(":", 1)[0],
-            "route": b.name.split(":", 1)[1],
-            "state": b.state,
-            "failures": b.storage.counter,
-            "retryInS": max(0.0, round(b.seconds_until_trial(), 1)) if b.state == "open" else 0,
-        }
-        for b in sorted(c.breakers.breakers.values(), key=lambda b: b.name)
+        resource("telemetry", None, flush_telemetry),
+        resource("store", c.store.start, c.store.close),
+        resource("upstream", c.upstream.start, c.upstream.close),
+        resource("breakers", c.breakers.start, c.breakers.close),
+        resource("records", c.records.start, c.records.close),
+        resource("status", c.status.start, c.status.close),
+        resource("relay", c.relay.start, c.relay.close),
+        resource("after_answer", None, account_for_answers),
+        resource("announce", announce, None),
     ]
-
-
-def budget_section(settings: Settings) -> list[dict[str, object]]:
-    return [
-        {
-            "environment": name,
-            "limitPerMinute": env.rate_limit_per_minute,
-            "burst": min(settings.budget.burst or env.rate_limit_per_minute, env.rate_limit_per_minute),
-            "fairShare": settings.budget.fair_share,
-            "clients": {
-                client: c.requests_per_minute
-                for client, c in settings.clients.items()
-                if name in c.environments
-            },
-            "shares": {client: c.share for client, c in settings.clients.items() if name in c.environments},
-        }
-        for name, env in settings.environments.items()
-    ]
-
-
-def store_section(c: Components) -> dict[str, object]:
-    store = c.store
-    if isinstance(store, ResilientStore):
-        return {"kind": store.kind, "healthy": store.healthy, "error": store.last_error, "members": store.members}
-    return {"kind": store.kind, "healthy": True, "error": None, "members": 1}
-
-
-def key_age_section(c: Components) -> list[dict[str, object]]:
-    out = []
-    for environment, days in c.api_key_ages():
-        level = "alarm" if days > KEY_AGE_ALARM_DAYS else "warn" if days > KEY_AGE_WARN_DAYS else "ok"
-        out.append({"environment": environment, "ageDays": days, "level": level})
-    return out
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    c = app[COMPONENTS]
-    await c.store.start()
-    await c.upstream.start()
-    await c.breakers.start()
-    await c.records.start()
-    await c.status.start()
-    await c.relay.start()
-    await c.learn_key_ages()
-    log.info(
-        "gateway_started",
-        member=c.member_id,
-        store=c.store.kind,
-        chain=c.chain.describe(),
-        environments=sorted(c.settings.environments),
-    )
-    for name, days in c.api_key_ages():
-        c.warn_key_age(name, days)
-    yield
-    c.after_answer.drain()  # every answered request is accounted for before its consumers close
-    await c.relay.close()
-    await c.status.close()
-    await c.records.close()
-    await c.breakers.close()
-    await c.upstream.close()
-    await c.store.close()
-    await asyncio.to_thread(c.telemetry.shutdown)  # flushes batched spans and metrics; exporters block
 
 
 def build_app(components: Components) -> web.Application:
@@ -379,7 +338,7 @@ def build_app(components: Components) -> web.Application:
                     telemetry=components.telemetry,
                     clock=components.clock,
                     after_answer=components.after_answer,
-                    on_complete=(components.status.observe, _proxied(components.records.submit)),
+                    on_complete=(components.status.observe, proxied_only(components.records.submit)),
                 ),
                 directory=components.clients,
             ),
@@ -389,10 +348,10 @@ def build_app(components: Components) -> web.Application:
         handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100, "keepalive_timeout": 75},
     )
     app[COMPONENTS] = components
-    app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.extend(lifecycle(components))
     app.add_routes(
         admin_routes(
-            readiness=components.readiness,
+            readiness=components.readiness.reasons,
             status=components.status,
             records=components.records,
             metrics_text=components.metrics.group_text(components.status)
@@ -430,23 +389,10 @@ def build_app(components: Components) -> web.Application:
     return app
 
 
-def reload_or_signal(components: Components) -> tuple[int, dict[str, object]]:
-    """One worker reloads itself; with several, validate here, then the supervisor signals all."""
-    from gateway import reload as reloading
+def proxied_only(submit: Callable[[RequestRecord], None]) -> Callable[[RequestRecord], None]:
+    """Triage records are kept for proxied calls (those with a client), not admin or health."""
 
-    if components.settings.server.workers == 1 or components.config_path is None:
-        result = reloading.reload(components)
-        return (200 if result.applied else 422), result.to_json()
-    try:
-        reloading.validate(components.config_path)
-    except ConfigError as exc:
-        return 422, {"status": "refused", "problems": exc.problems, "needsRestart": []}
-    os.kill(os.getppid(), signal.SIGHUP)
-    return 202, {"status": "accepted", "problems": [], "needsRestart": [], "workers": components.settings.server.workers}
-
-
-def _proxied(submit: Callable[..., None]) -> Callable[..., None]:
-    def keep(record):  # type: ignore[no-untyped-def]
+    def keep(record: RequestRecord) -> None:
         if record.client is not None:
             submit(record)
 

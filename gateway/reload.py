@@ -11,22 +11,31 @@ settings, subscribers) are not applied; they are reported so the operator knows.
 
 from __future__ import annotations
 
-import asyncio
+import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from gateway import settings as settings_module
 from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.app import Components
+from gateway.settings import Secrets, Settings
 
 log = structlog.get_logger("gateway.reload")
 
 RELOADABLE = ("clients",)  # sections taken whole; secrets are re-read for every section
+
+
+class Reloadable(Protocol):
+    """What a reload reads and swaps: the composition root's components are one."""
+
+    settings: Settings
+    config_path: Path | None
+
+    def swap(self, settings: Settings, secrets: Secrets) -> None: ...
 
 
 @dataclass
@@ -45,22 +54,8 @@ def validate(path: Path) -> tuple[settings_module.Settings, settings_module.Secr
     return loaded, settings_module.resolve_secrets(loaded)
 
 
-def _learn_in_background(components: Components) -> None:
-    """New keys get their first-seen date from the store (a round trip: not in this call)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    task = loop.create_task(components.learn_key_ages())
-    _LEARNING.add(task)
-    task.add_done_callback(_LEARNING.discard)
-
-
-_LEARNING: set[asyncio.Task[None]] = set()
-
-
-def reload(components: Components, path: Path | None = None) -> ReloadResult:
-    path = path or components.config_path
+def reload(target: Reloadable, path: Path | None = None) -> ReloadResult:
+    path = path or target.config_path
     if path is None:
         return ReloadResult(False, ["this gateway was not started from a config file"])
     try:
@@ -69,21 +64,31 @@ def reload(components: Components, path: Path | None = None) -> ReloadResult:
         log.error("reload_refused", problems=exc.problems)
         return ReloadResult(False, exc.problems)
 
-    old = components.settings
+    old = target.settings
     needs_restart = [
         name
         for name in type(old).model_fields
         if name not in RELOADABLE and getattr(old, name) != getattr(new, name)
     ]
-    live = old.model_copy(update={"clients": new.clients})
-    components.settings = live
-    components.secrets = secrets
-    components.credentials.replace_all(secrets.api_keys)
-    components.clients.replace(new.clients)
-    components.budget_table.replace(live)
-    components.relay.replace_secrets(secrets.subscriber_secrets)
+    target.swap(old.model_copy(update={"clients": new.clients}), secrets)
     log.info("config_reloaded", clients=sorted(new.clients), needsRestart=needs_restart)
-    _learn_in_background(components)
-    for name, days in components.api_key_ages():
-        components.warn_key_age(name, days)
     return ReloadResult(True, [], needs_restart)
+
+
+def reload_or_signal(
+    target: Reloadable,
+    *,
+    signal_supervisor: Callable[[], None] = lambda: os.kill(os.getppid(), signal.SIGHUP),
+) -> tuple[int, dict[str, object]]:
+    """``POST /_gateway/reload``: one worker reloads itself; with several, validate here, then
+    the supervisor signals them all (each re-reads on its own SIGHUP)."""
+    workers = target.settings.server.workers
+    if workers == 1 or target.config_path is None:
+        result = reload(target)
+        return (200 if result.applied else 422), result.to_json()
+    try:
+        validate(target.config_path)
+    except ConfigError as exc:
+        return 422, {"status": "refused", "problems": exc.problems, "needsRestart": []}
+    signal_supervisor()
+    return 202, {"status": "accepted", "problems": [], "needsRestart": [], "workers": workers}

@@ -26,6 +26,7 @@ from aiohttp import web
 from gateway.app import Components, build_app, build_components
 from gateway.inbound.connection_guard import GuardedTCPSite
 from gateway.observability import log as gateway_log
+from gateway.reload import reload
 from gateway.settings import Settings
 
 log = structlog.get_logger("gateway.serve")
@@ -86,34 +87,34 @@ async def run_worker(
     runner = web.AppRunner(
         app, shutdown_timeout=settings.server.shutdown_grace_s, handle_signals=False, access_log=None
     )
-    await runner.setup()
-    site = GuardedTCPSite(
-        runner,
-        settings.server.host,
-        settings.server.port,
-        reuse_port=reuse_port or None,
-        ssl_context=server_ssl_context(settings),
-        backlog=2048,
-    )
-    await site.start()
-    port = _bound_port(runner) or settings.server.port
-    loop = asyncio.get_running_loop()
-    if stop is None:  # standalone: signals drive the stop; embedded: the caller's event does
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-    if components.config_path is not None:
-        from gateway.reload import reload
-
-        loop.add_signal_handler(signal.SIGHUP, lambda: reload(components))
-    scheme = "https" if settings.server.tls else "http"
-    log.info("listening", url=f"{scheme}://{settings.server.host}:{port}", pid=os.getpid())
-    if on_started:
-        on_started(components, port)
-    await stop.wait()
-    components.draining = True
-    log.info("draining", graceS=settings.server.shutdown_grace_s)
-    await runner.cleanup()
+    try:
+        await runner.setup()  # starts every resource; one that fails closes those started before it
+        site = GuardedTCPSite(
+            runner,
+            settings.server.host,
+            settings.server.port,
+            reuse_port=reuse_port or None,
+            ssl_context=server_ssl_context(settings),
+            backlog=2048,
+        )
+        await site.start()
+        port = _bound_port(runner) or settings.server.port
+        loop = asyncio.get_running_loop()
+        if stop is None:  # standalone: signals drive the stop; embedded: the caller's event does
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+        if components.config_path is not None:
+            loop.add_signal_handler(signal.SIGHUP, lambda: reload(components))
+        scheme = "https" if settings.server.tls else "http"
+        log.info("listening", url=f"{scheme}://{settings.server.host}:{port}", pid=os.getpid())
+        if on_started:
+            on_started(components, port)
+        await stop.wait()
+        components.draining = True
+        log.info("draining", graceS=settings.server.shutdown_grace_s)
+    finally:
+        await runner.cleanup()
     log.info("stopped")
 
 

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from gateway.core.histogram_buckets import ADDED_LATENCY_BUCKETS, SECONDS_BUCKETS
+from gateway.core.proxy_url import parse_proxy
 from gateway.errors import ConfigError
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -160,8 +161,6 @@ class UpstreamSettings(_Section):
     def _proxy(cls, value: str) -> str:
         if not value:
             return value
-        from gateway.upstream.egress_proxy import parse_proxy
-
         if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
             raise ValueError("must not carry credentials (secrets never live in the file): put them in HTTPS_PROXY")
         parse_proxy(value)

@@ -3,7 +3,6 @@ other endpoint needs ``Authorization: Bearer <admin token>``, compared in consta
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -12,25 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
-from gateway.errors import AdminUnauthorized, NotFound
-from gateway.inbound.caller_auth import bearer_token
+from gateway.errors import NotFound
+from gateway.inbound.admin_guard import admin_guard
 from gateway.request.envelope import json_response
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def admin_guard(admin_token: Callable[[], str | None]) -> Callable[[Handler], Handler]:
-    def wrap(handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            expected = admin_token()
-            given = bearer_token(request.headers.get("Authorization")) or ""
-            if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-                raise AdminUnauthorized("admin endpoints need Authorization: Bearer <admin token>")
-            return await handler(request)
-
-        return guarded
-
-    return wrap
 
 
 def admin_routes(

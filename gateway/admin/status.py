@@ -20,7 +20,7 @@ from gateway.errors import StoreError
 from gateway.observability.slo import SloTracker, merge
 from gateway.request.record import RequestRecord
 from gateway.settings import TelemetrySettings
-from gateway.store.protocols import Store
+from gateway.store.protocols import MembershipStore
 
 PUBLISH_INTERVAL_S = 2.0
 SNAPSHOT_TTL_S = 10.0
@@ -82,7 +82,7 @@ class StatusBoard:
     def __init__(
         self,
         *,
-        store: Store,
+        store: MembershipStore,
         clock: Clock,
         member_id: str,
         targets: TelemetrySettings,

@@ -16,7 +16,7 @@ from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.request.record import RequestRecord
 from gateway.stages.jobs import job_story
-from gateway.store.protocols import Store
+from gateway.store.protocols import TriageStore
 
 log = structlog.get_logger("gateway.triage")
 
@@ -28,7 +28,7 @@ class RecordWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: TriageStore,
         *,
         ttl_s: float = RECORD_TTL_S,
         flush_interval_s: float = 0.25,

@@ -231,6 +231,7 @@ class Telemetry:
         member_id: str,
         span_exporter: SpanExporter | None = None,
         export_interval_s: float | None = None,  # else OTEL_METRIC_EXPORT_INTERVAL, else 10 s
+        gauges: GaugeSources | None = None,  # each read from the module that owns the fact
     ) -> None:
         self.settings = settings
         resource = Resource.create(
@@ -256,7 +257,7 @@ class Telemetry:
             exemplar_filter=_exemplar_filter(os.environ),
         )
         meter = self.meter_provider.get_meter(METER_SCOPE)
-        self.gauges = GaugeSources()
+        self.gauges = gauges or GaugeSources()
 
         def duration_histogram(
             name: str, description: str, attribute_names: tuple[str, ...], boundaries: tuple[float, ...] = SECONDS_BUCKETS
@@ -284,7 +285,6 @@ class Telemetry:
         self.job_duration = duration_histogram(JOB_DURATION, "From a followed job's 202 to its final answer", (), JOB_DURATION_BUCKETS)
         self.job_duration.declare(())
         self.job_polls = meter.create_counter(JOB_POLLS, description="Callers' and follows' job polls, by who answered: upstream, a shared poll, the cache")
-        self.job_poll_counts = dict.fromkeys(JOB_POLL_SOURCES, 0)  # this process's, for /_gateway/status
         for outcome in JOB_OUTCOMES:
             self.jobs.add(0, {OUTCOME: outcome})
         for source in JOB_POLL_SOURCES:
@@ -402,7 +402,6 @@ class Telemetry:
 
     def job_polled(self, source: str) -> None:
         self.job_polls.add(1, {SOURCE: source})
-        self.job_poll_counts[source] += 1
 
     def job_followed(self, outcome: str, seconds: float | None) -> None:
         self.jobs.add(1, {OUTCOME: outcome})

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
-from gateway.store.protocols import IdempotencyState, Store
+from gateway.store.protocols import IdempotencyState, IdempotencyStore
 
 REPLAYED_HEADER = ("Idempotent-Replayed", "true")
 
@@ -65,7 +65,7 @@ def decode(blob: bytes) -> UpstreamResponse:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyStage:
-    store: Store
+    store: IdempotencyStore
     ttl_s: float
     lock_ttl_s: float  # an in-flight claim outlives the deadline, then lapses if its holder died
     observer: IdempotencyObserver

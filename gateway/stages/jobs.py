@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from gateway.core.clock import Clock, iso_utc_ms
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
-from gateway.store.protocols import Store
+from gateway.store.protocols import JobStore
 
 JOB_PATH = re.compile(r"^/v1/jobs/([A-Za-z0-9._:\-]{1,128})$")
 PREFER_WAIT = re.compile(r"^\s*wait\s*=\s*(\d{1,9})\s*$", re.IGNORECASE)
@@ -97,13 +97,16 @@ def decode(blob: str, cache: str) -> UpstreamResponse:
     return UpstreamResponse(stored["status"], (*headers, (CACHE_HEADER, cache)), base64.b64decode(stored["body"]), replayed=True)
 
 
+POLL_SOURCES = ("upstream", "shared", "cache")  # who answered a GET /v1/jobs/{id}
+
+
 def job_entry_key(environment: str, job_id: str) -> str:
     return f"{environment}:{job_id}"
 
 
 @dataclass(frozen=True, slots=True)
 class JobsStage:
-    store: Store
+    store: JobStore
     clock: Clock
     max_wait_s: float
     poll_interval_s: float
@@ -111,6 +114,14 @@ class JobsStage:
     observer: JobObserver
     name: str = field(default="jobs")
     following: set[asyncio.Task[UpstreamResponse | None]] = field(default_factory=set)
+    polls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(POLL_SOURCES, 0))  # this process's
+
+    def status_section(self) -> dict[str, object]:
+        return {"following": len(self.following), "polls": dict(self.polls)}
+
+    def _polled(self, request: UpstreamRequest, source: str) -> None:
+        self.polls[source] += 1
+        self.observer.job_polled(request, source)
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
         job_path = JOB_PATH.match(request.target.split("?", 1)[0]) if request.method == "GET" else None
@@ -187,18 +198,18 @@ class JobsStage:
         key = job_entry_key(request.environment, job_id)
         entry = await self.store.job_get(key) or {}
         if "final" in entry:
-            self.observer.job_polled(request, "cache")
+            self._polled(request, "cache")
             return decode(entry["final"], "hit")
         if not await self.store.job_poll_claim(key, self.poll_interval_s):
             shared = entry if "last" in entry else await self._answer_of_the_poll_in_flight(key)
             if "final" in shared:
-                self.observer.job_polled(request, "cache")
+                self._polled(request, "cache")
                 return decode(shared["final"], "hit")
             if "last" in shared:
-                self.observer.job_polled(request, "shared")
+                self._polled(request, "shared")
                 return decode(shared["last"], "shared")
         response = await next(request)
-        self.observer.job_polled(request, "upstream")
+        self._polled(request, "upstream")
         state = state_of(response)
         fields = {"jobId": job_id, "state": state or f"http {response.status}", "lastPolledAt": repr(self.clock.wall())}
         if response.status == 200 and state in FINAL_STATES:
@@ -213,7 +224,7 @@ class JobsStage:
         return response
 
 
-async def job_story(store: Store, record: dict[str, Any]) -> dict[str, Any]:
+async def job_story(store: JobStore, record: dict[str, Any]) -> dict[str, Any]:
     """The triage record with what the gateway has learnt since: the job it created (however
     learnt: following, any caller's poll, a webhook) and the webhook events of its booking."""
     job_id, environment = record.get("jobId"), record.get("environment")

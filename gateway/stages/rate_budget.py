@@ -18,7 +18,7 @@ from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import Settings
 from gateway.stages.rate_limit_headers import parse_rate_limit
 from gateway.stages.retry.retry_after import parse_retry_after
-from gateway.store.protocols import BudgetAsk, Store
+from gateway.store.protocols import BudgetAsk, BudgetStore
 
 DEFAULT_PAUSE_S = 1.0  # an upstream 429 without a usable Retry-After
 MIN_SLEEP_S = 0.001  # a wait the store rounds to nothing is still a wait: no busy loop
@@ -43,9 +43,31 @@ class BudgetTable:
 
     def replace(self, settings: Settings) -> None:
         self._table = asks_from(settings)
+        self._section = status_section(settings)
+
+    def status_section(self) -> list[dict[str, object]]:
+        return self._section
 
     def __getitem__(self, caller: tuple[str, str]) -> BudgetAsk:
         return self._table[caller]
+
+
+def status_section(settings: Settings) -> list[dict[str, object]]:
+    return [
+        {
+            "environment": name,
+            "limitPerMinute": env.rate_limit_per_minute,
+            "burst": min(settings.budget.burst or env.rate_limit_per_minute, env.rate_limit_per_minute),
+            "fairShare": settings.budget.fair_share,
+            "clients": {
+                client: c.requests_per_minute
+                for client, c in settings.clients.items()
+                if name in c.environments
+            },
+            "shares": {client: c.share for client, c in settings.clients.items() if name in c.environments},
+        }
+        for name, env in settings.environments.items()
+    ]
 
 
 def asks_from(settings: Settings) -> dict[tuple[str, str], BudgetAsk]:
@@ -67,7 +89,7 @@ def asks_from(settings: Settings) -> dict[tuple[str, str], BudgetAsk]:
 
 @dataclass(frozen=True, slots=True)
 class RateBudgetStage:
-    store: Store
+    store: BudgetStore
     asks: BudgetTable | Mapping[tuple[str, str], BudgetAsk]
     max_wait_s: float
     clock: Clock

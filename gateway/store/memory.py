@@ -14,6 +14,7 @@ from gateway.store.protocols import (
     BudgetAsk,
     IdempotencyEntry,
     IdempotencyState,
+    StoreHealth,
 )
 
 MAX_RECORDS = 20_000
@@ -89,6 +90,9 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.kind, True, None, 1)
 
     async def ping(self) -> None:
         return None

@@ -27,6 +27,7 @@ from gateway.store.protocols import (
     BudgetAsk,
     IdempotencyEntry,
     IdempotencyState,
+    StoreHealth,
 )
 from gateway.store.redis_connection import FastPath, RedisTarget
 from gateway.store.resp import Command, RespConnectionError, RespReplyError
@@ -122,6 +123,10 @@ class RedisStore:
         self._fast = redis_connection.fast_path(self._target, self._op_timeout_s, self._redis)
         for script in _SCRIPTS.glob("*.lua"):
             self._scripts[script.stem] = self._redis.register_script(script.read_text())
+
+    def health(self) -> StoreHealth:
+        """Bare, a Redis store cannot tell; the resilient wrapper it runs in can."""
+        return StoreHealth(self.kind, True, None, 1)
 
     async def close(self) -> None:
         await self._fast.close()

@@ -31,7 +31,14 @@ from gateway.core.clock import Clock
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.store.memory import MemoryStore
-from gateway.store.protocols import Admission, BreakerTransition, BudgetAsk, IdempotencyEntry, Store
+from gateway.store.protocols import (
+    Admission,
+    BreakerTransition,
+    BudgetAsk,
+    IdempotencyEntry,
+    Store,
+    StoreHealth,
+)
 
 log = structlog.get_logger("gateway.store")
 T = TypeVar("T")
@@ -87,6 +94,9 @@ class ResilientStore:
     async def close(self) -> None:
         await stop_task(self._task)
         await self._primary.close()
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.kind, self.healthy, self.last_error, self.members)
 
     async def ping(self) -> None:
         if not self.healthy:

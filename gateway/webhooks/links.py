@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from gateway.errors import StoreError
 from gateway.stages.jobs import booking_of, job_entry_key
-from gateway.store.protocols import Store
+from gateway.store.protocols import JobStore
 from gateway.webhooks.event import WebhookEvent
 
 TIMELINE_TTL_S = 7 * 86400  # as long as the triage records they complete
@@ -32,7 +32,7 @@ def booking_key(booking_id: str) -> str:
     return f"booking:{booking_id}"
 
 
-async def link_event(store: Store, event: WebhookEvent, environments: Sequence[str], now: float) -> None:
+async def link_event(store: JobStore, event: WebhookEvent, environments: Sequence[str], now: float) -> None:
     payload = _data(event.body)
     booking = booking_of(payload)
     data = payload.get("data")
@@ -52,7 +52,7 @@ async def link_event(store: Store, event: WebhookEvent, environments: Sequence[s
             await store.timeline_add(booking_key(booking), json.dumps(entry).encode(), TIMELINE_TTL_S)
 
 
-async def note_deliveries(store: Store, event: WebhookEvent, outcomes: dict[str, str | None]) -> None:
+async def note_deliveries(store: JobStore, event: WebhookEvent, outcomes: dict[str, str | None]) -> None:
     """One timeline entry per subscriber tried: delivered, or why not, and the attempts so far."""
     booking = booking_of(_data(event.body))
     if not booking:

@@ -26,7 +26,7 @@ from gateway.core.clock import Clock
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.settings import SubscriberSettings, WebhookSettings
-from gateway.store.protocols import Store
+from gateway.store.protocols import WebhookStore
 from gateway.upstream.client import client_ssl_context
 from gateway.upstream.egress_proxy import proxy_for
 from gateway.webhooks.event import WebhookEvent
@@ -48,7 +48,7 @@ class WebhookRelay:
     def __init__(
         self,
         *,
-        store: Store,
+        store: WebhookStore,
         settings: WebhookSettings,
         subscriber_secrets: Mapping[str, bytes],
         clock: Clock,
@@ -72,6 +72,9 @@ class WebhookRelay:
         self.dead_letters = 0
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def status_section(self) -> dict[str, object]:
+        return {"backlog": self.backlog, "deadLetters": self.dead_letters}
 
     def replace_secrets(self, subscriber_secrets: Mapping[str, bytes]) -> None:
         self._secrets = dict(subscriber_secrets)

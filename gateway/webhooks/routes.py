@@ -15,15 +15,15 @@ import structlog
 from aiohttp import web
 
 from gateway import errors
-from gateway.admin.routes import admin_guard
 from gateway.core.clock import Clock
+from gateway.inbound.admin_guard import admin_guard
 from gateway.inbound.source_ip import Network, source_ip
 from gateway.observability.telemetry import Telemetry
 from gateway.request.body import read_body
 from gateway.request.envelope import json_response
 from gateway.request.keys import RECORD
 from gateway.settings import WebhookSettings
-from gateway.store.protocols import Store
+from gateway.store.protocols import WebhookStore
 from gateway.webhooks.event import WebhookEvent, parse_event
 from gateway.webhooks.links import link_event
 from gateway.webhooks.relay import matching
@@ -45,7 +45,7 @@ def webhook_routes(
     *,
     settings: WebhookSettings,
     secrets: Callable[[], Sequence[bytes]],
-    store: Store,
+    store: WebhookStore,
     clock: Clock,
     telemetry: Telemetry,
     max_body_bytes: int,

@@ -1,61 +1,32 @@
-"""Retries only what is safe, on an explicit predicate (SPEC §5).
+"""The retry stage: retries only what is safe, on an explicit predicate (SPEC §5).
 
-Retried: connect failures before the request was sent (any method); for idempotent
-requests (GET, HEAD, OPTIONS, PUT, DELETE, or POST/PATCH with Idempotency-Key) also
-attempt timeouts, connections lost after sending, and 429/500/502/503/504 answers.
-Once after a 401 INVALID_TOKEN when the key was re-read and changed (the upstream
+What is retried is ``policy.py``'s predicate; how long to wait, ``backoff.py`` and
+``retry_after.py``; how much, ``retry_budget.py``. Once after a 401 INVALID_TOKEN when the key was re-read and changed (the upstream
 refused the request, so nothing happened). The gateway's own refusals (rate budget,
 open circuit) are final.
 
-Waits: ``Retry-After`` when the upstream sent one, else exponential backoff with full
-jitter: uniform(0, min(max_delay, base_delay · 2^n)) before the n-th retry. Limits:
+Waits: ``Retry-After`` when the upstream sent one, else the backoff. Limits:
 ``max_attempts``, the request's deadline (a wait reaching past it returns the last
 answer at once) and the retry budget.
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.clock import Clock
 from gateway.errors import UpstreamFailure
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
+from gateway.stages.retry.backoff import Backoff
+from gateway.stages.retry.policy import retry_reason
 from gateway.stages.retry.retry_after import parse_retry_after
 from gateway.stages.retry.retry_budget import RetryBudget
-
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class RetryObserver(Protocol):
     def retried(self, request: UpstreamRequest, reason: str) -> None: ...
     def retry_budget_exhausted(self, request: UpstreamRequest) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    base_delay_s: float
-    max_delay_s: float
-    rng: random.Random
-
-    def delay(self, retry_number: int) -> float:
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2**retry_number)
-        return self.rng.uniform(0, ceiling)
-
-
-def retry_reason(request: UpstreamRequest, response: UpstreamResponse | None, error: UpstreamFailure | None) -> str | None:
-    """Why this outcome may be retried, or None when it is final."""
-    if error is not None:
-        if not error.retryable:
-            return None
-        if not error.sent:
-            return "connect_error"
-        return error.code.lower() if request.idempotent else None
-    assert response is not None
-    if response.status in RETRYABLE_STATUSES and request.idempotent:
-        return f"status_{response.status}"
-    return None
 
 
 @dataclass(frozen=True, slots=True)

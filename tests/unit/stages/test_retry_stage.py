@@ -11,8 +11,9 @@ import pytest
 from gateway.core.clock import ManualClock
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.request.types import UpstreamRequest, UpstreamResponse
+from gateway.stages.retry.backoff import Backoff
 from gateway.stages.retry.retry_budget import RetryBudget
-from gateway.stages.retry.stage import Backoff, RetryStage
+from gateway.stages.retry.stage import RetryStage
 from tests.unit.stages.test_rate_budget_stage import request
 
 
