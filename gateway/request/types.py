@@ -58,7 +58,6 @@ class UpstreamResponse:
     headers: Headers  # end-to-end headers from the upstream
     body: bytes
     replayed: bool = False
-    credentials_rotated: bool = False  # a 401 INVALID_TOKEN after which a new key was read
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()

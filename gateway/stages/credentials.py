@@ -1,8 +1,10 @@
 """Injects the environment's PinmyCal key, innermost, so no outer stage can log it.
 
 Keys come from their configured source (variable or file). On an upstream 401
-``INVALID_TOKEN`` the key is re-read; if it changed, the response is marked so the
-retry stage retries once with the new key (SPEC §5).
+``INVALID_TOKEN`` the retry stage asks ``CredentialSource.changed_since`` whether the key the
+attempt used is still current (re-reading its source); if not, it retries once with the new key
+(SPEC §5). Each key has a generation, so every request that met the old key retries, not only
+the first to notice.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class CredentialSource:
     def __init__(self, environments: Mapping[str, EnvironmentSettings], keys: Mapping[str, str]) -> None:
         self._environments = dict(environments)
         self._authorization = {env: f"Bearer {key}" for env, key in keys.items()}
+        self._generation = dict.fromkeys(self._authorization, 0)
+        self._rereading: dict[str, asyncio.Lock] = {}
 
     def authorization(self, environment: str) -> str:
         return self._authorization[environment]
@@ -40,8 +44,26 @@ class CredentialSource:
     def has_key(self, environment: str) -> bool:
         return environment in self._authorization
 
+    def generation(self, environment: str) -> int:
+        """Changes whenever the environment's key does."""
+        return self._generation.get(environment, 0)
+
     def replace_all(self, keys: Mapping[str, str]) -> None:
-        self._authorization = {env: f"Bearer {key}" for env, key in keys.items()}
+        new = {env: f"Bearer {key}" for env, key in keys.items()}
+        for env, value in new.items():
+            if value != self._authorization.get(env):
+                self._generation[env] = self.generation(env) + 1
+        self._authorization = new
+
+    async def changed_since(self, environment: str, generation: int, response: UpstreamResponse) -> bool:
+        """Whether ``response`` refused a key that is no longer the current one."""
+        if not is_invalid_token(response):
+            return False
+        lock = self._rereading.setdefault(environment, asyncio.Lock())
+        async with lock:  # one re-read at a time; those that waited see its outcome
+            if self.generation(environment) != generation:
+                return True
+            return await self.reread(environment)
 
     async def reread(self, environment: str) -> bool:
         """Read the key again from its source; True when it changed (and is now in use)."""
@@ -54,6 +76,7 @@ class CredentialSource:
         if new == self._authorization.get(environment):
             return False
         self._authorization[environment] = new
+        self._generation[environment] = self.generation(environment) + 1
         log.info("api_key_rotated", environment=environment)
         return True
 
@@ -74,7 +97,4 @@ class CredentialsStage:
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
         authorization = self.source.authorization(request.environment)
-        response = await next(request.with_headers((*request.headers, ("Authorization", authorization))))
-        if is_invalid_token(response) and await self.source.reread(request.environment):
-            return dataclasses.replace(response, credentials_rotated=True)
-        return response
+        return await next(request.with_headers((*request.headers, ("Authorization", authorization))))

@@ -24,6 +24,21 @@ from gateway.stages.retry.retry_after import parse_retry_after
 from gateway.stages.retry.retry_budget import RetryBudget
 
 
+class KeyRotation(Protocol):
+    """The credentials' side of "once more after a rotated key" (stages/credentials.py)."""
+
+    def generation(self, environment: str) -> int: ...
+    async def changed_since(self, environment: str, generation: int, response: UpstreamResponse) -> bool: ...
+
+
+class NoKeyRotation:
+    def generation(self, environment: str) -> int:
+        return 0
+
+    async def changed_since(self, environment: str, generation: int, response: UpstreamResponse) -> bool:
+        return False
+
+
 class RetryObserver(Protocol):
     def retried(self, request: UpstreamRequest, reason: str) -> None: ...
     def retry_budget_exhausted(self, request: UpstreamRequest) -> None: ...
@@ -36,6 +51,7 @@ class RetryStage:
     budget: RetryBudget
     clock: Clock
     observer: RetryObserver
+    keys: KeyRotation = field(default_factory=NoKeyRotation)
     name: str = field(default="retry")
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
@@ -44,13 +60,14 @@ class RetryStage:
         while True:
             response: UpstreamResponse | None = None
             error: UpstreamFailure | None = None
+            generation = self.keys.generation(request.environment)
             try:
                 response = await next(request.for_attempt(attempt, delay))
             except UpstreamFailure as exc:
                 error = exc
 
             reason: str | None
-            if response is not None and response.credentials_rotated and not rotated:
+            if not rotated and response is not None and await self.keys.changed_since(request.environment, generation, response):
                 rotated, reason, wait = True, "credentials_rotated", 0.0
             else:
                 reason = retry_reason(request, response, error)

@@ -103,9 +103,24 @@ async def test_the_retry_budget_caps_retries() -> None:
     assert notes.retries == ["status_503"] and notes.exhausted == 5  # the first request wanted a second retry too
 
 
+class RotatedOnce:
+    """Credentials whose key changed after the first attempt's 401 INVALID_TOKEN."""
+
+    def __init__(self) -> None:
+        self.current = 0
+
+    def generation(self, environment: str) -> int:
+        return self.current
+
+    async def changed_since(self, environment: str, generation: int, response: UpstreamResponse) -> bool:
+        self.current = 1
+        return response.status == 401 and generation != self.current
+
+
 async def test_a_rotated_key_is_tried_once_more_outside_the_budget() -> None:
     clock, notes = ManualClock(), Notes()
-    rotated = replace(answer(401), credentials_rotated=True)
+    rotated = UpstreamResponse(401, (), b'{"code":"INVALID_TOKEN"}')
     upstream = Script(clock, rotated, answer(200))
-    assert (await stage(clock, notes, percent=0, floor=0)(request(clock), upstream)).status == 200
+    retrying = replace(stage(clock, notes, percent=0, floor=0), keys=RotatedOnce())
+    assert (await retrying(request(clock), upstream)).status == 200
     assert notes.retries == ["credentials_rotated"] and clock.slept == [0.0]
