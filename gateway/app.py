@@ -39,7 +39,8 @@ from gateway.inbound.middleware import inbound_middleware
 from gateway.inbound.proxy_handler import proxy_handler
 from gateway.inbound.source_ip import trusted_networks
 from gateway.observability.after_answer import AfterAnswer
-from gateway.observability.telemetry import GaugeSources, StageObservers, Telemetry
+from gateway.observability.stage_facts import StageObservers
+from gateway.observability.telemetry import GaugeSources, Telemetry
 from gateway.reload import reload_or_signal
 from gateway.request.chain import Chain, compose
 from gateway.request.record import RequestRecord
@@ -219,8 +220,9 @@ def build_components(
                 budget=retry_budget,
                 clock=clock,
                 observer=observers,
+                keys=credentials,
             ),
-            BreakerStage(breakers),
+            BreakerStage(breakers, observers),
             RateBudgetStage(
                 store=store,
                 asks=budget_table,

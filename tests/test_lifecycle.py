@@ -97,3 +97,34 @@ def test_a_serving_process_freezes_its_start_up_objects_and_collects_less_often(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     before, frozen, threshold_set = out.stdout.split()
     assert int(before) == 0 and int(frozen) > 10_000 and threshold_set == "True"  # the SDKs and aiohttp alone are more
+
+
+async def test_a_resource_that_fails_to_start_closes_those_started_before_it(redis_url: str, tmp_path: Path) -> None:
+    """The webhook relay (the last resource) cannot start: its CA bundle vanished after the
+    config was read. The store, the breaker sync and the status heartbeat had started; all of
+    them close, so the failed process leaves no Redis connection and no task behind."""
+    import redis.asyncio as redis_client
+
+    from gateway import settings as settings_module
+    from gateway.app import build_components
+    from gateway.serve import run_worker
+    from tests.support.nginx import private_ca
+    from tests.support.servers import BASE_ENV
+
+    ca_file, _, _ = private_ca(tmp_path, "localhost")
+    document = gateway_document("http://127.0.0.1:9", store={"url": redis_url}, upstream={"ca_file": str(ca_file)})
+    config = settings_module.parse(document)
+    components = build_components(config, settings_module.resolve_secrets(config, BASE_ENV))
+    admin = redis_client.Redis.from_url(redis_url)
+    try:
+        before = len(await admin.client_list())
+        ca_file.unlink()  # e.g. a secret volume that is not mounted yet
+        tasks_before = {t.get_name() for t in asyncio.all_tasks()}
+        with pytest.raises(OSError):
+            await run_worker(components, stop=asyncio.Event())
+        await asyncio.sleep(0)
+        assert len(await admin.client_list()) == before  # the store closed its connections
+        left = {t.get_name() for t in asyncio.all_tasks()} - tasks_before
+        assert not left & {"store-watch", "breaker-sync", "status-publish", "triage-writer", "webhook-relay"}, left
+    finally:
+        await admin.aclose()

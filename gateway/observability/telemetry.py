@@ -448,35 +448,3 @@ class Telemetry:
     def shutdown(self) -> None:
         self.tracer.shutdown()
         self.meter_provider.shutdown()
-
-
-class StageObservers:
-    """Adapts ``Telemetry`` to the small observer protocols each stage declares."""
-
-    def __init__(self, telemetry: Telemetry) -> None:
-        self._t = telemetry
-
-    def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None:
-        self._t.budget_waited(request, waited_s)
-        self._t.budget_used(request.environment, used, limit)
-
-    def budget_rejected(self, request: UpstreamRequest, limit: str) -> None:
-        self._t.budget_rejected_for(request, limit)
-
-    def job_polled(self, request: UpstreamRequest, source: str) -> None:
-        self._t.job_polled(source)
-
-    def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None:
-        self._t.job_followed(outcome, seconds)
-
-    def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
-        self._t.upstream_throttled_for(request, pause_s)
-
-    def retried(self, request: UpstreamRequest, reason: str) -> None:
-        self._t.retried(request, reason)
-
-    def retry_budget_exhausted(self, request: UpstreamRequest) -> None:
-        self._t.retry_budget_exhausted_for(request)
-
-    def replayed(self, request: UpstreamRequest) -> None:
-        self._t.replayed_for(request)

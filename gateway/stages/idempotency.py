@@ -83,7 +83,6 @@ class IdempotencyStage:
                 )
             if entry.state is IdempotencyState.IN_FLIGHT or entry.response is None:
                 raise IdempotencyKeyInUse("a request with this Idempotency-Key is still in flight", retry_after_s=1)
-            request.record.replayed = True
             self.observer.replayed(request)
             return decode(entry.response)
 

@@ -44,6 +44,8 @@ SHARED_POLL_CHECK_S = 0.05
 
 
 class JobObserver(Protocol):
+    def job_created(self, request: UpstreamRequest, job_id: str) -> None: ...
+    def job_waited(self, request: UpstreamRequest, seconds: float) -> None: ...
     def job_polled(self, request: UpstreamRequest, source: str) -> None: ...
     def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None: ...
 
@@ -134,7 +136,7 @@ class JobsStage:
         if not payload or not isinstance(payload.get("jobId"), str):
             return response
         job_id = payload["jobId"][:128]
-        request.record.job_id = job_id  # whatever the caller is answered in the end, it made this job
+        self.observer.job_created(request, job_id)
         await self.store.job_update(
             job_entry_key(request.environment, job_id),
             {"jobId": job_id, "requestId": request.request_id, "state": "accepted", "createdAt": repr(self.clock.wall())},
@@ -152,7 +154,7 @@ class JobsStage:
         try:
             final = await asyncio.shield(task)  # the caller hanging up does not end the follow
         finally:
-            request.record.job_wait_ms += (self.clock.monotonic() - started) * 1000
+            self.observer.job_waited(request, self.clock.monotonic() - started)
         if final is None:
             return response  # not final within the wait: the original 202, unchanged
         return UpstreamResponse(final.status, (*final.headers, ("Preference-Applied", f"wait={wait}")), final.body)

@@ -26,7 +26,7 @@ MIN_SLEEP_S = 0.001  # a wait the store rounds to nothing is still a wait: no bu
 
 class BudgetObserver(Protocol):
     def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None: ...
-    def budget_rejected(self, request: UpstreamRequest, limit: str) -> None: ...
+    def budget_rejected(self, request: UpstreamRequest, limit: str, waited_s: float) -> None: ...
     def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None: ...
 
 
@@ -105,8 +105,7 @@ class RateBudgetStage:
             now = self.clock.monotonic()
             allowed = min(self.max_wait_s - (now - started), request.deadline - now)
             if admission.wait_s > allowed:
-                request.record.budget_wait_ms += waited * 1000
-                self.observer.budget_rejected(request, admission.limit)
+                self.observer.budget_rejected(request, admission.limit, waited)
                 raise RateBudgetExhausted(
                     f"no rate budget within {self.max_wait_s * 1000:.0f} ms for environment "
                     f"{request.environment!r} (held back by the {admission.limit} limit)",
@@ -116,7 +115,6 @@ class RateBudgetStage:
             await self.clock.sleep(max(admission.wait_s, MIN_SLEEP_S))
             admission = await self.store.admit(ask, first=False)
             waited = self.clock.monotonic() - started
-        request.record.budget_wait_ms += waited * 1000
         self.observer.budget_admitted(request, waited, admission.used, ask.limit)
 
         response = await next(request)

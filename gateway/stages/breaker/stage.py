@@ -9,6 +9,7 @@ idempotency) say nothing about the upstream and are not counted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gateway.errors import UpstreamFailure
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
@@ -18,14 +19,24 @@ from gateway.stages.breaker.guarded import UpstreamServerError, is_failure
 __all__ = ["BreakerBoard", "BreakerStage"]
 
 
+class BreakerObserver(Protocol):
+    def breaker_checked(self, request: UpstreamRequest, state: str) -> None: ...
+
+
+class _Unobserved:
+    def breaker_checked(self, request: UpstreamRequest, state: str) -> None:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerStage:
     board: BreakerBoard
+    observer: BreakerObserver = field(default_factory=_Unobserved)
     name: str = field(default="breaker")
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
         breaker = self.board.get(request.environment, request.route)
-        request.record.breaker_state = breaker.state
+        self.observer.breaker_checked(request, breaker.state)
         is_trial = await breaker.admit()
         try:
             response = await next(request)

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.errors import RateBudgetExhausted
+from gateway.observability.stage_facts import RecordFacts
 from gateway.request.record import RequestRecord
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.rate_budget import RateBudgetStage
@@ -13,7 +14,7 @@ from gateway.store.memory import MemoryStore
 from gateway.store.protocols import BudgetAsk
 
 
-class Notes:
+class Notes(RecordFacts):
     def __init__(self) -> None:
         self.waits: list[float] = []
         self.used: list[tuple[int, int]] = []
@@ -21,10 +22,12 @@ class Notes:
         self.throttled: list[float] = []
 
     def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None:
+        super().budget_admitted(request, waited_s, used, limit)
         self.waits.append(waited_s)
         self.used.append((used, limit))
 
-    def budget_rejected(self, request: UpstreamRequest, limit: str) -> None:
+    def budget_rejected(self, request: UpstreamRequest, limit: str, waited_s: float) -> None:
+        super().budget_rejected(request, limit, waited_s)
         self.rejected.append(limit)
 
     def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
