@@ -372,6 +372,7 @@ def build_app(components: Components) -> web.Application:
                 clock=components.clock,
                 telemetry=components.telemetry,
                 max_body_bytes=settings.server.max_body_bytes,
+                body_timeout_s=settings.server.body_timeout_ms / 1000,
                 trusted=trusted_networks(settings.server.trusted_proxies),
                 admin_token=lambda: components.secrets.admin_token,
                 environments=tuple(settings.environments),
@@ -385,6 +386,7 @@ def build_app(components: Components) -> web.Application:
             clock=components.clock,
             deadline_s=settings.upstream.deadline_ms / 1000,
             max_body_bytes=settings.server.max_body_bytes,
+            body_timeout_s=settings.server.body_timeout_ms / 1000,
         ),
         name="proxy",
     )

@@ -96,6 +96,7 @@ async def run_worker(
             reuse_port=reuse_port or None,
             ssl_context=server_ssl_context(settings),
             backlog=2048,
+            header_timeout_s=settings.server.header_timeout_ms / 1000,
         )
         await site.start()
         port = _bound_port(runner) or settings.server.port

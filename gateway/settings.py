@@ -69,6 +69,9 @@ class ServerSettings(_Section):
     admin_token_env: str = "PMC_GATEWAY_ADMIN_TOKEN"
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1_048_576
     shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 20
+    # A caller must finish a request's header block, and then its body, within these (slowloris).
+    header_timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
+    body_timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
     trusted_proxies: StrTuple = ()
     tls: TlsSettings | None = None
 

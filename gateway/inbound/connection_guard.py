@@ -22,6 +22,7 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from gateway import errors
 from gateway.core.ids import new_request_id
@@ -97,12 +98,14 @@ class EnvelopeRequestHandler(RequestHandler):
         super().__init__(*args, **kwargs)
         self.on_answered: Callable[[], None] = lambda: None
 
-    def log_access(self, request, response, time):  # type: ignore[no-untyped-def]
+    def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
         # aiohttp calls this once per finished answer (whether or not an access logger is set).
         super().log_access(request, response, time)
         self.on_answered()
 
-    def handle_error(self, request, status=500, exc=None, message=None):  # type: ignore[no-untyped-def]
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
             return super().handle_error(request, status, exc, message)
         request_id = new_request_id()

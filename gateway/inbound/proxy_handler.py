@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
@@ -41,7 +43,7 @@ def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> N
             record.booking_id = booking
 
 
-def proxy_handler(*, chain: Chain, clock: Clock, deadline_s: float, max_body_bytes: int):  # type: ignore[no-untyped-def]
+def proxy_handler(*, chain: Chain, clock: Clock, deadline_s: float, max_body_bytes: int, body_timeout_s: float) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         caller = request[CALLER]
         record = request[RECORD]
@@ -51,7 +53,7 @@ def proxy_handler(*, chain: Chain, clock: Clock, deadline_s: float, max_body_byt
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
         record.idempotency_key = idempotency_key
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, body_timeout_s)
         upstream_request = UpstreamRequest(
             method=request.method,
             target=target,

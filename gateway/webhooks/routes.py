@@ -49,6 +49,7 @@ def webhook_routes(
     clock: Clock,
     telemetry: Telemetry,
     max_body_bytes: int,
+    body_timeout_s: float,
     trusted: Sequence[Network],
     admin_token: Callable[[], str | None],
     environments: Sequence[str] = (),
@@ -58,7 +59,7 @@ def webhook_routes(
     async def receive(request: web.Request) -> web.StreamResponse:
         record = request[RECORD]
         try:
-            body = await read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes, body_timeout_s)
             verify(
                 secrets=secrets(),
                 timestamp_header=request.headers.get("X-PMC-Timestamp"),

@@ -9,6 +9,7 @@ slower than the bare proxy. The bench's cost ladder measures what they do cost.
 from __future__ import annotations
 
 import sys
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from yarl import URL
@@ -21,7 +22,7 @@ def build(upstream: str) -> web.Application:
     app = web.Application()
     origin_url = URL(upstream)
 
-    async def origin_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    async def origin_ctx(app: web.Application) -> AsyncIterator[None]:
         app["origin"] = Http1Origin(origin_url.host or "127.0.0.1", origin_url.port or 80, ssl_context=None)
         yield
         await app["origin"].close()

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def _cpus() -> tuple[set[int], set[int]]:
     return {available[0]}, set(available[1:])
 
 
-def _pinned(cpus: set[int]):  # type: ignore[no-untyped-def]
+def _pinned(cpus: set[int]) -> Callable[[], None]:
     def pin() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, cpus)

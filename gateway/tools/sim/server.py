@@ -22,6 +22,7 @@ import re
 import string
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -174,7 +175,7 @@ class Simulator:
 
     # -- the middleware every /v1 request passes ------------------------------------------
     @web.middleware
-    async def gate(self, request: web.Request, handler):  # type: ignore[no-untyped-def]
+    async def gate(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)
         request_id = _short_id(self.rng, "req_")
@@ -469,7 +470,7 @@ class Simulator:
             ]
         )
 
-        async def webhook_sender(_: web.Application):  # type: ignore[no-untyped-def]
+        async def webhook_sender(_: web.Application) -> AsyncIterator[None]:
             task = asyncio.create_task(self._send_webhooks()) if self.config.webhook_url else None
             yield
             if task is not None:
