@@ -26,6 +26,7 @@ from aiohttp.web_request import BaseRequest
 
 from gateway import errors
 from gateway.core.ids import new_request_id
+from gateway.inbound import aiohttp_seams
 from gateway.request.envelope import error_response
 
 log = structlog.get_logger("gateway.http")
@@ -126,24 +127,23 @@ class GuardedTCPSite(web.TCPSite):
         self._header_timeout_s = header_timeout_s
 
     async def start(self) -> None:
-        server = self._runner.server
-        assert server is not None
-        real: Callable[[], asyncio.Protocol] = server
+        broken = aiohttp_seams.problems()
+        if broken:
+            raise RuntimeError("this aiohttp no longer has what the connection guard needs: " + "; ".join(broken))
         timeout = self._header_timeout_s
+        if self._runner.server is None:
+            raise RuntimeError("the runner is not set up")
+        real_server: web.Server = self._runner.server
 
         class _Factory:  # keeps the attributes aiohttp reads off the server object
             def __getattr__(self, name: str) -> object:
-                return getattr(real, name)
+                return getattr(real_server, name)
 
             def __call__(self) -> asyncio.Protocol:
-                # As web.Server.__call__ does, with our handler class (Server keeps these private).
-                handler = EnvelopeRequestHandler(real, loop=real._loop, **real._kwargs)  # type: ignore[attr-defined]
+                handler = aiohttp_seams.new_request_handler(real_server, EnvelopeRequestHandler)
                 guard = HeaderGuard(handler, timeout)
-                handler.on_answered = guard.request_answered
+                cast(EnvelopeRequestHandler, handler).on_answered = guard.request_answered
                 return guard
 
-        self._runner._server = _Factory()  # type: ignore[assignment]
-        try:
+        with aiohttp_seams.runner_serving(self._runner, _Factory()):
             await super().start()
-        finally:
-            self._runner._server = real  # type: ignore[assignment]

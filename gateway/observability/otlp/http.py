@@ -10,19 +10,20 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from gateway.observability.otlp import sdk_seams
 from gateway.observability.otlp.encoding import encode_spans
 
 
 class HttpSpanExporter(HttpOTLPSpanExporter):
     """OTLP/HTTP: the SDK exporter's transport (retries, compression, headers), this encoding.
 
-    The SDK has no hook for the encoder here, so this uses its exporter's ``_client``; if a
-    future SDK drops it, export falls back to the SDK's own (slower) path rather than failing.
+    The SDK has no hook for the encoder here, so this uses its exporter's payload client
+    (``sdk_seams.http_client``); without it, export falls back to the SDK's own (slower) path.
     """
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        client = getattr(self, "_client", None)
-        if client is None or getattr(self, "_shutdown", False):
+        client = sdk_seams.http_client(self)
+        if client is None:
             return super().export(spans)
         try:
             data = encode_spans(spans)

@@ -1,0 +1,5 @@
+"""``pmc-gateway bench``: load generator, reference proxies and the scenario runner; figures
+go to bench/README.md, not into code.
+
+May import: what ``tools`` may.
+"""
