@@ -19,15 +19,18 @@ demo: $(STAMP)
 	$(BIN)/pmc-gateway demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway tests bench dashboards
 	$(BIN)/mypy
+	$(BIN)/python -m gateway.tools.layering
 
+# The fast unit tier first (no socket, no sleep: seconds), then everything that runs real servers.
 # pytest exits 5 when it collected no test: that fails here like any other non-zero exit.
 test: $(STAMP) lint
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the tests: apt-get install -y redis-server"; exit 1; }
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || { echo "nginx is needed by the tests (a real upstream): apt-get install -y nginx"; exit 1; }
 	@command -v prometheus >/dev/null || { echo "prometheus is needed by the tests (rules on a real Prometheus): apt-get install -y prometheus"; exit 1; }
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/unit $(PYTEST_ARGS)
 
 # Refresh the pins: resolve pyproject.toml's ranges afresh in a throw-away venv, then review the
 # diff of constraints.txt and run `make test` before committing it (monthly, or for a security fix).

@@ -2,7 +2,7 @@
 
 Uses grafana-foundation-sdk (pinned to 0.0.21: an unpinned install resolves to an
 epoch-prefixed build for Grafana 10.1). Metric names come from ``gateway.observability.telemetry``;
-tests/test_dashboards.py checks every query against a real scrape of a running gateway.
+tests/integration/test_dashboards.py checks every query against a real scrape of a running gateway.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.store import rolling_budget
 from gateway.store.rolling_budget import BudgetAsk, KeyState
-from tests.unit.budget_sim import Outcome, most_in_any_window, run
+from tests.unit.store.budget_sim import Outcome, most_in_any_window, run
 
 
 def py_admit(state: KeyState, ask: BudgetAsk, now: float, first: bool) -> rolling_budget.Admission:

@@ -13,7 +13,7 @@ from gateway import settings
 from gateway.errors import ConfigError
 from tests.support.servers import BASE_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "gateway.example.toml"
 
 

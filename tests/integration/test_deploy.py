@@ -15,7 +15,7 @@ import yaml
 
 from gateway import settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "config" / "k8s"
 
 

@@ -1,6 +1,6 @@
 """SPEC §5 through a running gateway: retries, Retry-After, retry budget, key rotation,
 idempotent replay, breaker transitions, rate budgets — on the memory store (the Redis
-store runs the same stages; tests/test_shared_redis.py covers what sharing adds)."""
+store runs the same stages; tests/integration/test_shared_redis.py covers what sharing adds)."""
 
 from __future__ import annotations
 

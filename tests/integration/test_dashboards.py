@@ -26,7 +26,7 @@ from tests.support.servers import (
     gateway_document,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "prometheus" / "rules.yml"
 
 

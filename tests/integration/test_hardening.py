@@ -237,7 +237,7 @@ def test_fuzzed_config_files_never_crash_check_config(text: str, tmp_path_factor
 
 
 async def test_upstream_tls_is_verified_and_a_ca_file_fixes_it(tmp_path: Path, session: aiohttp.ClientSession) -> None:
-    from tests.test_webhooks import make_certificate
+    from tests.integration.test_webhooks import make_certificate
 
     cert, key = make_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
