@@ -202,3 +202,55 @@ async def test_a_jobs_end_time_is_the_first_learnt(store: Store) -> None:
     await store.job_update("job_3", {"state": "completed", "final": "{}", "finishedAt": "12.0"}, 1, 60)  # a later poll
     entry = await store.job_get("job_3")
     assert entry is not None and entry["finishedAt"] == "10.0" and entry["final"] == "{}"
+
+
+# -- the webhook queue (WebhookQueue) -----------------------------------------------------
+async def test_an_event_is_accepted_once_and_claimed_when_due(store: Store) -> None:
+    now = time.time()
+    assert await store.webhook_accept("evt_1", b'{"n":1}', 60, now) is True
+    assert await store.webhook_accept("evt_1", b'{"n":1}', 60, now) is False  # a redelivery: deduplicated
+    assert await store.webhook_accept("evt_2", b'{"n":2}', 60, now + 30) is True  # not due yet
+    assert await store.webhook_counts() == (2, 0)
+    assert await store.webhook_claim(now, lease_s=10, limit=10) == [b'{"n":1}']
+    assert await store.webhook_claim(now, lease_s=10, limit=10) == []  # leased: nobody else takes it
+    assert await store.webhook_claim(now + 11, lease_s=10, limit=10) == [b'{"n":1}']  # the lease ran out
+    assert await store.webhook_get("evt_2") == b'{"n":2}'
+
+
+async def test_a_delivered_event_leaves_and_a_failed_one_comes_back_when_due(store: Store) -> None:
+    now = time.time()
+    await store.webhook_accept("evt_ok", b"a", 60, now)
+    await store.webhook_accept("evt_retry", b"b", 60, now)
+    assert sorted(await store.webhook_claim(now, 10, 10)) == [b"a", b"b"]
+    await store.webhook_finish("evt_ok", "done", b"a", 0)
+    await store.webhook_finish("evt_retry", "retry", b"b2", now + 5)
+    assert await store.webhook_counts() == (1, 0)
+    assert await store.webhook_claim(now + 1, 10, 10) == []
+    assert await store.webhook_claim(now + 5, 10, 10) == [b"b2"]  # the blob the finish wrote
+    assert await store.webhook_get("evt_ok") is None
+
+
+async def test_a_dead_letter_is_listed_newest_first_and_replayed_once(store: Store) -> None:
+    now = time.time()
+    for n in (1, 2):
+        await store.webhook_accept(f"evt_dead_{n}", b"x", 60, now)
+    await store.webhook_claim(now, 10, 10)
+    await store.webhook_finish("evt_dead_1", "dead", b"dead-1", now + 1)
+    await store.webhook_finish("evt_dead_2", "dead", b"dead-2", now + 2)
+    assert await store.webhook_counts() == (0, 2)
+    assert await store.webhook_dead_letters(10) == [b"dead-2", b"dead-1"]
+    assert await store.webhook_replay("evt_dead_1", b"again", now) is True
+    assert await store.webhook_replay("evt_dead_1", b"again", now) is False  # no longer dead
+    assert await store.webhook_counts() == (1, 1)
+    assert await store.webhook_claim(now, 10, 10) == [b"again"]
+
+
+# -- lifecycle (StoreLifecycle) -----------------------------------------------------------
+async def test_a_started_store_answers_ping_says_it_is_healthy_and_survives_a_reset(store: Store) -> None:
+    await store.ping()
+    health = store.health()
+    assert health.kind in ("memory", "redis") and health.kind == store.kind
+    assert health.healthy and health.error is None and health.members >= 1
+    await store.reset()
+    await store.ping()
+    assert await store.first_seen("after-reset", 5.0) == 5.0
