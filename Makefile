@@ -29,6 +29,8 @@ test: $(STAMP) lint
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the tests: apt-get install -y redis-server"; exit 1; }
 	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || { echo "nginx is needed by the tests (a real upstream): apt-get install -y nginx"; exit 1; }
 	@command -v prometheus >/dev/null || { echo "prometheus is needed by the tests (rules on a real Prometheus): apt-get install -y prometheus"; exit 1; }
+	@commit=$$(git log -1 --format=%ct -- constraints.txt 2>/dev/null); age=$$(( ($$(date +%s) - $${commit:-$$(date +%s)}) / 86400 )); \
+	  [ $$age -le 35 ] || echo "note: the pins in constraints.txt are $$age days old: refresh them with make lock (monthly)"
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests --ignore=tests/unit $(PYTEST_ARGS)
 

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from gateway.core.clock import Clock
-from gateway.observability import telemetry as names
+from gateway.observability import names
 from gateway.observability.after_answer import AfterAnswer
 from gateway.observability.log import access_line
 from gateway.observability.telemetry import Telemetry

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.core.clock import Clock, iso_utc_ms
+from gateway.observability.names import JOB_POLL_SOURCES
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.store.protocols import JobStore
 
@@ -99,8 +100,6 @@ def decode(blob: str, cache: str) -> UpstreamResponse:
     return UpstreamResponse(stored["status"], (*headers, (CACHE_HEADER, cache)), base64.b64decode(stored["body"]), replayed=True)
 
 
-POLL_SOURCES = ("upstream", "shared", "cache")  # who answered a GET /v1/jobs/{id}
-
 
 def job_entry_key(environment: str, job_id: str) -> str:
     return f"{environment}:{job_id}"
@@ -116,7 +115,7 @@ class JobsStage:
     observer: JobObserver
     name: str = field(default="jobs")
     following: set[asyncio.Task[UpstreamResponse | None]] = field(default_factory=set)
-    polls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(POLL_SOURCES, 0))  # this process's
+    polls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_POLL_SOURCES, 0))  # this process's
 
     def status_section(self) -> dict[str, object]:
         return {"following": len(self.following), "polls": dict(self.polls)}

@@ -89,7 +89,7 @@ class BreakerBoard:
 
     def states(self) -> list[tuple[str, str, str]]:
         """(environment, route, state) of every breaker, for the state gauge."""
-        return [(*b.name.split(":", 1), b.state) for b in self.breakers.values()]  # type: ignore[misc]
+        return [(b.name.partition(":")[0], b.name.partition(":")[2], b.state) for b in self.breakers.values()]
 
     def status_section(self) -> list[dict[str, object]]:
         return [
