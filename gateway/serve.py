@@ -48,11 +48,10 @@ GC_YOUNG_THRESHOLD = 5_000  # CPython's default is 700
 def tune_gc() -> None:
     """Collect and freeze what start-up built, and collect the young generation less often.
 
-    Measured on the bench's gateway (40,000 requests): the cyclic GC took ~11 µs a request,
-    half of it in full collections walking the libraries, config and instruments that live
-    as long as the process (``gc.freeze`` takes them out of every later collection), half
-    in ~1,000 young collections at the default threshold of 700. With both: ~1 µs a request,
-    and no full-collection pause (tens of ms) under a request. Garbage in reference cycles
+    The cyclic GC's cost per request was half full collections walking the libraries, config
+    and instruments that live as long as the process (``gc.freeze`` takes them out of every
+    later collection), half young collections at the default threshold; with both changes it
+    is a tenth, with no full-collection pause under a request (bench/README.md). Garbage in reference cycles
     lives a little longer; request objects are freed by reference counting as before."""
     gc.collect()
     gc.freeze()

@@ -33,7 +33,7 @@ class UsageWindow:
     requests that waited for a budget slot, requests refused by the budget.
 
     Slots, not one entry per attempt: at thousands of requests a second a per-attempt list
-    held ~150,000 entries (~12 MB) and cost a full pass at every publish."""
+    grows to six figures of entries and costs a full pass at every publish."""
 
     KINDS = ("attempts", "waited", "refused")
 

@@ -30,7 +30,7 @@ def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> N
     if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"jobId"' not in body and b'"bookingId"' not in body):
         return
     try:
-        payload = orjson.loads(body)  # every proxied answer passes here: orjson parses ~3x faster
+        payload = orjson.loads(body)  # every proxied answer passes here: orjson, the fastest parser at hand
     except ValueError:  # orjson's JSONDecodeError is one: not JSON, not UTF-8, beyond 64-bit integers
         return
     if isinstance(payload, dict):

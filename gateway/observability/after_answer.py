@@ -4,13 +4,13 @@ the triage record, the SLO tally — queued, and run when the gateway has a quie
 Why: one event loop serves callers one after another. Callers that arrive together (a
 client's fan-out, a retry wave, the benchmark's lockstep connections) are answered in
 turn, and when each request's bookkeeping ran right behind its answer, the last answer of
-a burst also waited for every earlier request's bookkeeping. Bench A/B, simulator at a
-fixed 20 ms, 16 connections: added p99 +5.3 → +1.8 ms, p50 +1.35 → +1.07 ms, CPU
-unchanged. The work is the same; only its place in the loop changes.
+a burst also waited for every earlier request's bookkeeping. Deferring it cut the added
+p99 to about a third at unchanged CPU (bench/README.md). The work is the same; only its
+place in the loop changes.
 
-``quiet_s`` is 3 ms: longer than a burst of 16 callers takes to be served (~200 µs each,
-their Redis admissions included) — with 1 ms the queue ran inside bursts, between a
-caller's admission and its upstream send, and p99 gained only 1.1 ms.
+``quiet_s`` is 3 ms: longer than a burst of 16 callers takes to be served, their Redis
+admissions included — shorter, the queue ran inside bursts, between a caller's admission
+and its upstream send, and gained little.
 
 The caller fixes the outcome and the times before it defers (a span's end time, a
 duration), so running later changes nothing that is reported. The queue runs:

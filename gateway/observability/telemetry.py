@@ -120,8 +120,8 @@ def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter | None:
     """Off by default; ``None`` lets the SDK read ``OTEL_METRICS_EXEMPLAR_FILTER`` when it is set.
 
     The SDK's default (trace_based) offers every measurement made under a sampled span to an
-    exemplar reservoir: ~1.7 µs per record per reader, three records a request, and the
-    Prometheus exposition drops exemplars anyway. Only OTLP metrics carry them."""
+    exemplar reservoir, three records a request, and the Prometheus exposition drops
+    exemplars anyway (the cost: bench/README.md). Only OTLP metrics carry them."""
     return None if environ.get(OTEL_METRICS_EXEMPLAR_FILTER) else AlwaysOffExemplarFilter()
 
 

@@ -2,9 +2,9 @@
 
 Why not ``Tracer.start_span``: every SDK span takes a lock per call, validates each
 attribute into a ``BoundedAttributes``, builds bounded lists for events and links and
-records tracer self-metrics — ~35 µs for the two spans of a proxied request on the
-bench's gateway, a third of what the gateway spends per request besides the two HTTP
-hops. The gateway's spans are few and its own (the SERVER span and one CLIENT span per
+records tracer self-metrics — for the two spans of a proxied request, a third of what the
+gateway spends per request besides the two HTTP hops (bench/README.md, "Why the
+hand-written parts"). The gateway's spans are few and its own (the SERVER span and one CLIENT span per
 attempt, with attributes it builds itself), so ``RequestSpan`` keeps only what they
 need: ids, times, a plain attribute dict, events, status.
 

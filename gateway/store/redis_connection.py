@@ -7,8 +7,8 @@ It builds the two things RedisStore talks through, for each deployment:
   MOVED/ASK followed, the topology refreshed when it changes), and for Sentinel the master
   that ``Sentinel.master_for`` names, re-asked after a failover.
 - ``fast``: what request-path decisions (budget, pauses, idempotency, records) are sent on.
-  For one server, ``RespConnection`` (resp.py: one pipelined hiredis socket, ~10 µs of client
-  CPU per admission where redis-py spends ~80 µs; bench/README.md). For a cluster or Sentinel
+  For one server, ``RespConnection`` (resp.py: one pipelined hiredis socket, an eighth of
+  redis-py's client CPU per admission; bench/README.md). For a cluster or Sentinel
   it is redis-py's own client behind the same two calls, so slot routing, redirections and
   failover are redis-py's, not a second implementation of them: one round trip per decision
   still, at redis-py's CPU cost.

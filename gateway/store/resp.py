@@ -1,17 +1,16 @@
 """One pipelined Redis connection for the request path: the budget, pause and idempotency
 scripts and the batched triage records.
 
-Why not redis-py here: measured alone (16 concurrent callers, uvloop, local Redis),
-redis-py spends ~80 µs of client CPU on the admission ``EVALSHA`` — as much as the rest of
-a proxied request should cost. This connection spends ~10 µs: commands are packed and
+Why not redis-py here: measured alone, redis-py's client CPU for the admission ``EVALSHA``
+is as much as the rest of a proxied request should cost; this connection spends an eighth
+of it (bench/README.md, "Why the hand-written parts"): commands are packed and
 replies parsed by hiredis (C, the parser redis-py itself uses), every caller shares one
 socket (RESP answers in order, so a FIFO of futures is the whole multiplexer), and the
 commands issued in one event-loop turn while others are in flight leave in one write.
 A command on an idle connection is written at once: a burst of callers (many answered in
 the same instant) is handled in one long loop turn, and batching held the burst's first
-admission until the last caller's work was done (bench A/B at a fixed 20 ms upstream:
-added latency −0.5…−1.0 ms p50, −1.4 ms p99; the price, ~6 % more CPU at saturation,
-where the connection is idle between most admissions). redis-py keeps everything off the
+admission until the last caller's work was done (the A/B is in bench/README.md; the price,
+a little more CPU at saturation, where the connection is idle between most admissions). redis-py keeps everything off the
 request path (heartbeats, breaker sync, webhooks, admin reads).
 
 Failure model: a reply later than ``op_timeout_s`` (checked by one watchdog timer, not

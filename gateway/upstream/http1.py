@@ -1,8 +1,9 @@
 """A small keep-alive HTTP/1.1 client for one origin, the upstream terminal's transport.
 
-Why not aiohttp's client: it cost ~70 µs of CPU per request here, most of a bare
-aiohttp proxy's budget (bench/README.md). This one writes each request as one buffer and
-parses answers with httptools (llhttp, Node's parser), ~15 µs. It does only what the
+Why not aiohttp's client: its CPU per request was most of a bare aiohttp proxy's budget.
+This one writes each request as one buffer and parses answers with httptools (llhttp,
+Node's parser), at a fraction of that (figures: bench/README.md, "Why the hand-written
+parts"). It does only what the
 gateway needs: buffered bodies both ways, Content-Length or chunked or close-delimited
 answers, a bounded pool of kept-alive connections, TLS, and a timeout per exchange.
 

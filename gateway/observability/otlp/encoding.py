@@ -1,10 +1,9 @@
 """OTLP span encoding straight to protobuf wire bytes, for the span exporters.
 
 Why: the SDK's encoder builds a protobuf object per span, attribute and value and hashes
-each span's resource through ``json.dumps``; it cost ~45 µs per span here, ~90 µs per
-proxied request (SERVER + CLIENT span) in the exporter thread, competing for the GIL
+each span's resource through ``json.dumps``, in the exporter thread, competing for the GIL
 with the event loop. Writing the same ``ExportTraceServiceRequest`` directly costs a
-fraction of that (figures in bench/README.md). tests/unit/observability/otlp/test_otlp_encoding.py decodes both
+fraction of that (bench/README.md, "Why the hand-written parts"). tests/unit/observability/otlp/test_otlp_encoding.py decodes both
 encodings with the official ``opentelemetry-proto`` classes and requires them equal.
 
 Field numbers are those of opentelemetry/proto/{collector/trace/v1,trace/v1,common/v1,

@@ -1,5 +1,5 @@
 """The SDK's OTLP/gRPC span exporter with gateway.observability.otlp.encoding's encoder (imported only for grpc:
-grpcio alone adds ~16 MB to the process)."""
+grpcio is large: bench/README.md, "Memory")."""
 
 from __future__ import annotations
 

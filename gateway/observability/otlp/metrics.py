@@ -1,10 +1,9 @@
 """One SDK aggregation behind both metric outputs: the Prometheus exposition and OTLP push.
 
 Why: the SDK keeps one aggregation per reader and consumes every measurement once per
-reader (a copy and a hash of its attributes, a lock, the bucket). With a
-``PrometheusMetricReader`` and a ``PeriodicExportingMetricReader`` both on, each of a
-request's three histogram records cost 12.4 µs instead of 8.0 (microbenchmark), ~13 µs a
-request. Both outputs want cumulative data, so one reader serves both: a scrape collects
+reader (a copy and a hash of its attributes, a lock, the bucket): with a
+``PrometheusMetricReader`` and a ``PeriodicExportingMetricReader`` both on, every record
+costs half as much again (bench/README.md, "Why the hand-written parts"). Both outputs want cumulative data, so one reader serves both: a scrape collects
 for the exposition exactly as the Prometheus reader does, and a timer thread collects
 every interval and hands that collection to the OTLP exporter instead.
 
