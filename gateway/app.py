@@ -272,7 +272,7 @@ def build_components(
         clients=ClientDirectory(settings.clients),
         budget_table=budget_table,
         key_ages=key_ages,
-        readiness=Readiness(environments=lambda: settings.environments, credentials=credentials, store=store),
+        readiness=Readiness(environments=settings.environments, credentials=credentials, store=store),
         config_path=config_path,
     )
 
@@ -292,7 +292,6 @@ def resource(name: str, start: Callable[[], Awaitable[None]] | None, close: Call
         if close is not None:
             await close()
 
-    context.__qualname__ = f"resource[{name}]"
     return context
 
 

@@ -5,15 +5,15 @@ unreachable (budgets then run on the local share: a load balancer should prefer 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from gateway.stages.credentials import CredentialSource
 from gateway.store.protocols import StoreLifecycle
 
 
 class Readiness:
-    def __init__(self, *, environments: Callable[[], Iterable[str]], credentials: CredentialSource, store: StoreLifecycle) -> None:
-        self._environments = environments
+    def __init__(self, *, environments: Iterable[str], credentials: CredentialSource, store: StoreLifecycle) -> None:
+        self._environments = tuple(environments)  # fixed until a restart
         self._credentials = credentials
         self._store = store
         self.draining = False  # set once, by serve.py, when SIGTERM starts the drain
@@ -22,7 +22,7 @@ class Readiness:
         reasons = []
         if self.draining:
             reasons.append("shutting down")
-        for environment in self._environments():
+        for environment in self._environments:
             if not self._credentials.has_key(environment):
                 reasons.append(f"no API key for environment {environment}")
         health = self._store.health()

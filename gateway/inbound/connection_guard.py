@@ -127,13 +127,15 @@ class GuardedTCPSite(web.TCPSite):
         self._header_timeout_s = header_timeout_s
 
     async def start(self) -> None:
-        broken = aiohttp_seams.problems()
+        broken = aiohttp_seams.problems(deep=False)
         if broken:
             raise RuntimeError("this aiohttp no longer has what the connection guard needs: " + "; ".join(broken))
         timeout = self._header_timeout_s
         if self._runner.server is None:
             raise RuntimeError("the runner is not set up")
         real_server: web.Server = self._runner.server
+        if not hasattr(real_server, "_loop") or not hasattr(real_server, "_kwargs"):
+            raise RuntimeError("this aiohttp's web.Server has no _loop/_kwargs: the connection guard cannot build handlers")
 
         class _Factory:  # keeps the attributes aiohttp reads off the server object
             def __getattr__(self, name: str) -> object:

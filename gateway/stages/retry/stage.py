@@ -67,7 +67,12 @@ class RetryStage:
                 error = exc
 
             reason: str | None
-            if not rotated and response is not None and await self.keys.changed_since(request.environment, generation, response):
+            if (
+                not rotated
+                and response is not None
+                and response.status == 401  # the only answer a rotated key explains: no await on the others
+                and await self.keys.changed_since(request.environment, generation, response)
+            ):
                 rotated, reason, wait = True, "credentials_rotated", 0.0
             else:
                 reason = retry_reason(request, response, error)
