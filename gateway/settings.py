@@ -261,6 +261,47 @@ class IdempotencySettings(_Section):
     ttl_s: Annotated[int, Field(ge=60, le=30 * 86400)] = 86400
 
 
+ROUTE_TEMPLATE = r"^/v1/[A-Za-z0-9._~{}/-]*$"
+INVALIDATION_SOURCES = ("booking",)
+
+
+class ReadRouteSettings(_Section):
+    """One route's shared-read cache (SPEC §3 ``[reads.routes."…"]``, §5 shared reads)."""
+
+    fresh_s: Annotated[float, Field(ge=0, le=86400)] = 10
+    stale_while_revalidate_s: Annotated[float, Field(ge=0, le=86400)] = 0
+    stale_if_error_s: Annotated[float, Field(ge=0, le=7 * 86400)] = 3600
+    invalidated_by: StrTuple = ("booking",)
+    max_entry_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * 1024)] = 262_144
+
+    @field_validator("invalidated_by")
+    @classmethod
+    def _known_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [source for source in value if source not in INVALIDATION_SOURCES]
+        if unknown:
+            raise ValueError(f"unknown invalidation sources {unknown}; known: {list(INVALIDATION_SOURCES)}")
+        return value
+
+
+class ReadsSettings(_Section):
+    coalesce: bool = True
+    routes: dict[Annotated[str, Field(pattern=ROUTE_TEMPLATE)], ReadRouteSettings] = Field(default_factory=dict)
+
+
+class HedgingSettings(_Section):
+    routes: Annotated[tuple[Annotated[str, Field(pattern=ROUTE_TEMPLATE)], ...], Field(strict=False)] = ()
+    quantile: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    min_delay_ms: Annotated[int, Field(ge=1, le=60_000)] = 20
+    max_delay_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
+    max_budget_use: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _ordered_delays(self) -> HedgingSettings:
+        if self.max_delay_ms < self.min_delay_ms:
+            raise ValueError(f"max_delay_ms ({self.max_delay_ms}) must be at least min_delay_ms ({self.min_delay_ms})")
+        return self
+
+
 def _on_a_bucket(value_ms: float, buckets: tuple[float, ...]) -> float:
     allowed = [round(b * 1000, 3) for b in buckets]
     if round(value_ms, 3) not in allowed:
@@ -357,6 +398,8 @@ class Settings(_Section):
     budget: BudgetSettings = BudgetSettings()
     jobs: JobsSettings = JobsSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    reads: ReadsSettings | None = None  # no [reads]: nothing coalesced or cached
+    hedging: HedgingSettings | None = None  # no [hedging]: no hedges
     telemetry: TelemetrySettings = TelemetrySettings()
     webhooks: WebhookSettings = WebhookSettings()
 

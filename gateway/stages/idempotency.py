@@ -12,13 +12,12 @@ failures) releases the key so the caller may try again. The key is forwarded ups
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from gateway.request.stored import decode_answer, encode_answer
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.store.protocols import IdempotencyState, IdempotencyStore
 
@@ -48,19 +47,11 @@ def is_final(status: int) -> bool:
 
 
 def encode(response: UpstreamResponse) -> bytes:
-    return json.dumps(
-        {
-            "status": response.status,
-            "headers": list(response.headers),
-            "body": base64.b64encode(response.body).decode(),
-        }
-    ).encode()
+    return encode_answer(response)
 
 
 def decode(blob: bytes) -> UpstreamResponse:
-    stored = json.loads(blob)
-    headers = tuple((k, v) for k, v in stored["headers"])
-    return UpstreamResponse(stored["status"], (*headers, REPLAYED_HEADER), base64.b64decode(stored["body"]), replayed=True)
+    return decode_answer(blob, added=(REPLAYED_HEADER,))[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 
 from gateway.core.clock import Clock, iso_utc_ms
 from gateway.observability.names import JOB_POLL_SOURCES
+from gateway.request.stored import decode_answer, encode_answer
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.store.protocols import JobStore
 
@@ -91,14 +91,11 @@ def eta_s(payload: Mapping[str, Any]) -> float | None:
 
 
 def encode(response: UpstreamResponse) -> str:
-    return json.dumps({"status": response.status, "headers": list(response.headers), "body": base64.b64encode(response.body).decode()})
+    return encode_answer(response).decode()
 
 
 def decode(blob: str, cache: str) -> UpstreamResponse:
-    stored = json.loads(blob)
-    headers = tuple((k, v) for k, v in stored["headers"])
-    return UpstreamResponse(stored["status"], (*headers, (CACHE_HEADER, cache)), base64.b64decode(stored["body"]), replayed=True)
-
+    return decode_answer(blob, added=((CACHE_HEADER, cache),))[0]
 
 
 def job_entry_key(environment: str, job_id: str) -> str:

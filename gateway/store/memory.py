@@ -14,6 +14,7 @@ from gateway.store.protocols import (
     BudgetAsk,
     IdempotencyEntry,
     IdempotencyState,
+    ReadLookup,
     StoreHealth,
 )
 
@@ -21,6 +22,8 @@ MAX_RECORDS = 20_000
 MAX_IDEMPOTENCY_ENTRIES = 100_000
 MAX_JOBS = 20_000
 MAX_TIMELINE = 100  # entries per booking or job
+MAX_READ_BYTES = 64 * 1024 * 1024  # shared-read entries, all scopes together
+MAX_READ_FLIGHTS = 100_000
 
 
 class _ExpiringMap:
@@ -64,6 +67,43 @@ class _ExpiringMap:
             del self._items[key]
 
 
+class _ReadEntries:
+    """Shared-read entries, bounded by their bytes: the oldest go first when full."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._bytes = 0
+        # (scope, key) → (expires monotonic, generation, stored wall, blob)
+        self._items: OrderedDict[tuple[str, str], tuple[float, int, float, bytes]] = OrderedDict()
+
+    def get(self, scope: str, key: str, now: float) -> tuple[int, float, bytes] | None:
+        item = self._items.get((scope, key))
+        if item is None:
+            return None
+        if item[0] <= now:
+            self._drop((scope, key))
+            return None
+        return item[1], item[2], item[3]
+
+    def put(self, scope: str, key: str, expires: float, generation: int, stored_at: float, blob: bytes) -> None:
+        self._drop((scope, key))
+        self._items[(scope, key)] = (expires, generation, stored_at, blob)
+        self._bytes += len(blob)
+        while self._bytes > self._max and self._items:
+            self._drop(next(iter(self._items)))
+
+    def purge(self, scope: str) -> int:
+        doomed = [k for k in self._items if k[0] == scope]
+        for k in doomed:
+            self._drop(k)
+        return len(doomed)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._bytes -= len(item[3])
+
+
 class MemoryStore:
     kind = "memory"
 
@@ -84,6 +124,10 @@ class MemoryStore:
         self._webhook_events: dict[str, bytes] = {}
         self._webhook_due: dict[str, float] = {}
         self._webhook_dead: dict[str, float] = {}
+        self._read_generations: dict[str, int] = {}
+        self._read_entries = _ReadEntries(MAX_READ_BYTES)
+        self._read_claims = _ExpiringMap(self._clock, MAX_READ_FLIGHTS)
+        self._read_answers = _ExpiringMap(self._clock, MAX_READ_FLIGHTS)
 
     async def start(self) -> None:
         return None
@@ -185,6 +229,48 @@ class MemoryStore:
     async def timeline(self, key: str) -> list[bytes]:
         found = self._timelines.get(key)
         return list(found) if isinstance(found, list) else []
+
+    # -- shared reads -------------------------------------------------------
+    async def read_lookup(self, scope: str, key: str) -> ReadLookup:
+        generation = self._read_generations.get(scope, 0)
+        found = self._read_entries.get(scope, key, self._clock.monotonic())
+        if found is None or found[0] != generation:
+            return ReadLookup(generation, None, 0.0)
+        return ReadLookup(generation, found[2], max(0.0, self._clock.wall() - found[1]))
+
+    async def read_claim(self, scope: str, key: str, generation: int, leader: str, ttl_s: float) -> str | None:
+        claim = f"{scope}|{generation}|{key}"
+        holder = self._read_claims.get(claim)
+        if isinstance(holder, str):
+            return holder
+        self._read_claims.set(claim, leader, ttl_s)
+        return None
+
+    async def read_publish(
+        self, scope: str, key: str, generation: int, leader: str, answer: bytes, answer_ttl_s: float,
+        entry: bytes | None, entry_ttl_s: float,
+    ) -> bool:
+        self._read_answers.set(f"{scope}|{leader}", answer, answer_ttl_s)
+        claim = f"{scope}|{generation}|{key}"
+        if self._read_claims.get(claim) == leader:
+            self._read_claims.delete(claim)
+        if entry is None or self._read_generations.get(scope, 0) != generation:
+            return False
+        self._read_entries.put(scope, key, self._clock.monotonic() + entry_ttl_s, generation, self._clock.wall(), entry)
+        return True
+
+    async def read_answer(self, scope: str, key: str, generation: int, leader: str) -> tuple[bytes | None, bool]:
+        answer = self._read_answers.get(f"{scope}|{leader}")
+        holding = self._read_claims.get(f"{scope}|{generation}|{key}") == leader
+        return (answer if isinstance(answer, bytes) else None), holding
+
+    async def read_invalidate(self, scopes: Sequence[str]) -> None:
+        for scope in scopes:
+            self._read_generations[scope] = self._read_generations.get(scope, 0) + 1
+
+    async def read_purge(self, scopes: Sequence[str]) -> int:
+        await self.read_invalidate(scopes)
+        return sum(self._read_entries.purge(scope) for scope in scopes)
 
     # -- triage records -----------------------------------------------------
     async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:

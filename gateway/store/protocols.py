@@ -25,6 +25,8 @@ __all__ = [
     "IdempotencyStore",
     "JobStore",
     "MembershipStore",
+    "ReadLookup",
+    "ReadStore",
     "RecordStore",
     "Store",
     "StoreHealth",
@@ -110,6 +112,33 @@ class JobStore(Protocol):
     async def timeline(self, key: str) -> list[bytes]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ReadLookup:
+    generation: int  # the scope's current generation
+    entry: bytes | None  # the stored answer, only when it was stored under ``generation``
+    age_s: float  # how long ago it was stored, on the store's clock (0 without an entry)
+
+
+class ReadStore(Protocol):
+    """Shared reads (stages/reads/): per scope (one environment's route) a generation that every
+    invalidation bumps, cached answers stamped with the generation they were fetched under, and
+    in-flight calls (a claim per generation and key, an answer per leader). An entry or a call of
+    an older generation is never handed out: that comparison is what read-your-writes rests on."""
+
+    async def read_lookup(self, scope: str, key: str) -> ReadLookup: ...
+    # None: the caller now leads the call; else the id of the leader already holding it
+    async def read_claim(self, scope: str, key: str, generation: int, leader: str, ttl_s: float) -> str | None: ...
+    # The leader's answer for its followers; ``entry`` is cached only while ``generation`` is current.
+    async def read_publish(
+        self, scope: str, key: str, generation: int, leader: str, answer: bytes, answer_ttl_s: float,
+        entry: bytes | None, entry_ttl_s: float,
+    ) -> bool: ...
+    # (the leader's answer once published, whether its claim still stands)
+    async def read_answer(self, scope: str, key: str, generation: int, leader: str) -> tuple[bytes | None, bool]: ...
+    async def read_invalidate(self, scopes: Sequence[str]) -> None: ...
+    async def read_purge(self, scopes: Sequence[str]) -> int: ...  # entries dropped
+
+
 class RecordStore(Protocol):
     """Triage records by requestId."""
 
@@ -156,6 +185,7 @@ class Store(
     RecordStore,
     MembershipStore,
     WebhookQueue,
+    ReadStore,
     Protocol,
 ):
     """Everything a backend implements; the composition root holds one and hands each part out."""

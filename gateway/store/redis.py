@@ -27,6 +27,7 @@ from gateway.store.protocols import (
     BudgetAsk,
     IdempotencyEntry,
     IdempotencyState,
+    ReadLookup,
     StoreHealth,
 )
 from gateway.store.redis_connection import FastPath, RedisTarget
@@ -62,6 +63,23 @@ def timeline_key(key: str) -> str:
 
 def record_key(request_id: str) -> str:
     return f"{PREFIX}:record:{request_id}"
+
+
+def read_scope_tag(scope: str) -> str:
+    """A scope's keys share one hash tag (one Cluster slot: its scripts touch them together); the
+    scope is hashed because a route template's ``{id}`` would end a tag early."""
+    return f"{PREFIX}:{{rd:{hashlib.sha1(scope.encode()).hexdigest()[:16]}}}"
+
+
+def read_keys(scope: str, key: str, generation: int, leader: str = "") -> dict[str, str]:
+    tag = read_scope_tag(scope)
+    return {
+        "generation": f"{tag}:gen",
+        "entry": f"{tag}:e:{key}",
+        "index": f"{tag}:idx",
+        "claim": f"{tag}:f:{generation}:{key}",
+        "answer": f"{tag}:a:{leader}",
+    }
 
 
 FIRST_SEEN_TTL_S = 400 * 86400  # past the 90-day alarm with room: an unrotated key stays known
@@ -260,6 +278,59 @@ class RedisStore:
 
     async def timeline(self, key: str) -> list[bytes]:
         return [bytes(e) for e in await self._run(self.client.lrange(timeline_key(key), 0, -1))]
+
+    # -- shared reads -------------------------------------------------------
+    async def read_lookup(self, scope: str, key: str) -> ReadLookup:
+        keys = read_keys(scope, key, 0)
+        reply = await self._fast_script("read_lookup", [keys["generation"], keys["entry"]], [])
+        if int(reply[1]) != 1:
+            return ReadLookup(int(reply[0]), None, 0.0)
+        return ReadLookup(int(reply[0]), bytes(reply[2]), max(0.0, float(reply[3])))
+
+    async def read_claim(self, scope: str, key: str, generation: int, leader: str, ttl_s: float) -> str | None:
+        claim = read_keys(scope, key, generation)["claim"]
+        holder = await self._fast_script("read_claim", [claim], [leader, max(1, int(ttl_s * 1000))])
+        holder = holder.decode() if isinstance(holder, bytes) else str(holder or "")
+        return holder or None
+
+    async def read_publish(
+        self, scope: str, key: str, generation: int, leader: str, answer: bytes, answer_ttl_s: float,
+        entry: bytes | None, entry_ttl_s: float,
+    ) -> bool:
+        keys = read_keys(scope, key, generation, leader)
+        stored = await self._fast_script(
+            "read_publish",
+            [keys["generation"], keys["entry"], keys["index"], keys["claim"], keys["answer"]],
+            [generation, leader, answer, max(1, int(answer_ttl_s * 1000)), entry or b"", max(1, int(entry_ttl_s * 1000))],
+        )
+        return bool(stored)
+
+    async def read_answer(self, scope: str, key: str, generation: int, leader: str) -> tuple[bytes | None, bool]:
+        keys = read_keys(scope, key, generation, leader)
+        try:
+            answer, holder = await self._fast.call("MGET", keys["answer"], keys["claim"])
+        except (RespConnectionError, RespReplyError, OSError) as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+        holding = holder is not None and bytes(holder).decode() == leader
+        return (bytes(answer) if answer is not None else None), holding
+
+    async def read_invalidate(self, scopes: Sequence[str]) -> None:
+        if not scopes:
+            return
+        try:  # one key each: a cluster sends each INCR to its slot's node
+            replies = await self._fast.pipeline([("INCR", f"{read_scope_tag(scope)}:gen") for scope in scopes])
+        except (RespConnectionError, OSError) as exc:
+            raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
+        errors = [reply for reply in replies if isinstance(reply, RespReplyError)]
+        if errors:
+            raise StoreError(f"redis: {errors[0]}")
+
+    async def read_purge(self, scopes: Sequence[str]) -> int:
+        dropped = 0
+        for scope in scopes:
+            keys = read_keys(scope, "", 0)
+            dropped += int(await self._fast_script("read_purge", [keys["generation"], keys["index"]], []))
+        return dropped
 
     # -- triage records -----------------------------------------------------
     async def put_records(self, records: Sequence[tuple[str, bytes]], ttl_s: float) -> None:

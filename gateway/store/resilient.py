@@ -13,6 +13,10 @@ background ping succeeds again, checked every ``recheck_s``. What each concern d
 - idempotency: local to this process: a repeat reaching the same process is still
   replayed or refused; one reaching another replica is not protected.
 - triage records: kept locally (bounded) and readable from this process.
+- shared reads: nothing is cached or shared while down (a local cache could not be invalidated
+  by another replica's booking): lookups miss, claims lead alone, answers are not published.
+  An invalidation that cannot reach the store is kept and sent first on recovery, and until it
+  is, lookups still miss: an entry from before the booking is never served after it.
 - webhook events: never accepted locally (a local copy is not durable): accepting raises
   ``StoreError`` so the ingress answers 503 and PinmyCal retries; the relay pauses.
 """
@@ -36,6 +40,7 @@ from gateway.store.protocols import (
     BreakerTransition,
     BudgetAsk,
     IdempotencyEntry,
+    ReadLookup,
     Store,
     StoreHealth,
 )
@@ -81,6 +86,7 @@ class ResilientStore:
         self._heartbeat_s = heartbeat_s
         self._on_health_change = on_health_change
         self._task: asyncio.Task[None] | None = None
+        self._unsent_invalidations: set[str] = set()
 
     async def start(self) -> None:
         await self._primary.start()
@@ -132,12 +138,19 @@ class ResilientStore:
                 await self._heartbeat()
                 if not self.healthy:
                     await self._primary.reset()  # and those opened while it was down
+                await self._send_invalidations()
                 self._mark_up()
             except StoreError as exc:
                 self._mark_down(exc)
 
     async def reset(self) -> None:
         await self._primary.reset()
+
+    async def _send_invalidations(self) -> None:
+        if self._unsent_invalidations:
+            scopes = sorted(self._unsent_invalidations)
+            await self._primary.read_invalidate(scopes)
+            self._unsent_invalidations.difference_update(scopes)
 
     async def _either(self, shared: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]) -> T:
         if self.healthy:
@@ -255,6 +268,46 @@ class ResilientStore:
     async def snapshots(self) -> list[bytes]:
         return await self._either(self._primary.snapshots, self._fallback.snapshots)
 
+    # -- shared reads: shared or not at all ----------------------------------------
+    async def read_lookup(self, scope: str, key: str) -> ReadLookup:
+        if self.healthy and not self._unsent_invalidations:
+            try:
+                return await self._primary.read_lookup(scope, key)
+            except StoreError as exc:
+                self._mark_down(exc)
+        return ReadLookup(-1, None, 0.0)
+
+    async def read_claim(self, scope: str, key: str, generation: int, leader: str, ttl_s: float) -> str | None:
+        if generation < 0:  # the lookup did not reach the store: lead alone
+            return None
+        return await self._either(lambda: self._primary.read_claim(scope, key, generation, leader, ttl_s), _none)
+
+    async def read_publish(
+        self, scope: str, key: str, generation: int, leader: str, answer: bytes, answer_ttl_s: float,
+        entry: bytes | None, entry_ttl_s: float,
+    ) -> bool:
+        if generation < 0:
+            return False
+        return await self._either(
+            lambda: self._primary.read_publish(scope, key, generation, leader, answer, answer_ttl_s, entry, entry_ttl_s),
+            _false,
+        )
+
+    async def read_answer(self, scope: str, key: str, generation: int, leader: str) -> tuple[bytes | None, bool]:
+        return await self._either(lambda: self._primary.read_answer(scope, key, generation, leader), _no_answer)
+
+    async def read_invalidate(self, scopes: Sequence[str]) -> None:
+        if self.healthy:
+            try:
+                await self._primary.read_invalidate(scopes)
+                return
+            except StoreError as exc:
+                self._mark_down(exc)
+        self._unsent_invalidations.update(scopes)
+
+    async def read_purge(self, scopes: Sequence[str]) -> int:
+        return await self._shared_only(lambda: self._primary.read_purge(scopes))
+
     # -- webhooks: durable or not at all ------------------------------------------
     async def _shared_only(self, call: Callable[[], Awaitable[T]]) -> T:
         if not self.healthy:
@@ -289,3 +342,11 @@ class ResilientStore:
 
 async def _none() -> None:
     return None
+
+
+async def _false() -> bool:
+    return False
+
+
+async def _no_answer() -> tuple[bytes | None, bool]:
+    return None, False

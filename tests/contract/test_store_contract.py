@@ -254,3 +254,54 @@ async def test_a_started_store_answers_ping_says_it_is_healthy_and_survives_a_re
     await store.reset()
     await store.ping()
     assert await store.first_seen("after-reset", 5.0) == 5.0
+
+
+# -- shared reads --------------------------------------------------------------------------
+SCOPE, OTHER_SCOPE = "live|/v1/availability", "test|/v1/availability"
+
+
+async def test_a_read_entry_is_served_only_under_the_generation_it_was_fetched_under(store: Store) -> None:
+    first = await store.read_lookup(SCOPE, "k1")
+    assert first.entry is None
+    assert await store.read_claim(SCOPE, "k1", first.generation, "req_a", 5) is None  # leads
+    assert await store.read_publish(SCOPE, "k1", first.generation, "req_a", b"answer", 5, b"entry", 30)
+    hit = await store.read_lookup(SCOPE, "k1")
+    assert (hit.generation, hit.entry) == (first.generation, b"entry") and 0 <= hit.age_s < 2
+
+    await store.read_invalidate([SCOPE])
+    after = await store.read_lookup(SCOPE, "k1")
+    assert after.entry is None and after.generation > first.generation  # never served again
+    assert (await store.read_lookup(OTHER_SCOPE, "k1")).entry is None
+
+
+async def test_a_call_sent_before_an_invalidation_stores_nothing(store: Store) -> None:
+    before = await store.read_lookup(SCOPE, "k2")
+    assert await store.read_claim(SCOPE, "k2", before.generation, "req_a", 5) is None
+    await store.read_invalidate([SCOPE])  # a booking answered while the read was in flight
+    assert not await store.read_publish(SCOPE, "k2", before.generation, "req_a", b"old", 5, b"old", 30)
+    assert (await store.read_lookup(SCOPE, "k2")).entry is None
+    later = await store.read_lookup(SCOPE, "k2")
+    # a new call after the write has its own claim: it never joins the one sent before
+    assert await store.read_claim(SCOPE, "k2", later.generation, "req_b", 5) is None
+
+
+async def test_one_leader_per_call_in_flight_and_its_answer_for_the_followers(store: Store) -> None:
+    generation = (await store.read_lookup(SCOPE, "k3")).generation
+    assert await store.read_claim(SCOPE, "k3", generation, "req_lead", 5) is None
+    assert await store.read_claim(SCOPE, "k3", generation, "req_other", 5) == "req_lead"
+    assert await store.read_answer(SCOPE, "k3", generation, "req_lead") == (None, True)  # still in flight
+    await store.read_publish(SCOPE, "k3", generation, "req_lead", b"the answer", 5, None, 0)
+    assert await store.read_answer(SCOPE, "k3", generation, "req_lead") == (b"the answer", False)
+    assert (await store.read_lookup(SCOPE, "k3")).entry is None  # not cacheable: not kept
+    assert await store.read_claim(SCOPE, "k3", generation, "req_next", 5) is None  # no longer in flight
+
+
+async def test_purge_drops_entries_and_counts_them(store: Store) -> None:
+    for key in ("p1", "p2"):
+        lookup = await store.read_lookup(SCOPE, key)
+        await store.read_publish(SCOPE, key, lookup.generation, f"req_{key}", b"a", 5, b"e", 30)
+    lookup = await store.read_lookup(OTHER_SCOPE, "p3")
+    await store.read_publish(OTHER_SCOPE, "p3", lookup.generation, "req_p3", b"a", 5, b"e", 30)
+    assert await store.read_purge([SCOPE]) == 2
+    assert (await store.read_lookup(SCOPE, "p1")).entry is None
+    assert (await store.read_lookup(OTHER_SCOPE, "p3")).entry == b"e"
