@@ -5,7 +5,7 @@ Inbound (one aiohttp middleware, gateway/inbound/middleware.py, steps in order):
     request_id → access_log (+ SERVER span) → error_envelope → path_safety → caller_auth
 
 Outbound (stages, outermost first), for ``/v1/**``:
-    jobs → idempotency → retry → breaker → rate_budget → credentials → upstream (one CLIENT span per attempt)
+    jobs → idempotency → reads → retry → breaker → rate_budget → credentials → upstream (one CLIENT span per attempt)
 
 Credentials sit innermost so no outer stage can see a key; the retry and breaker stages
 treat the gateway's own refusals (rate budget, open circuit) as final.
@@ -50,6 +50,9 @@ from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.idempotency import IdempotencyStage
 from gateway.stages.jobs import JobsStage
 from gateway.stages.rate_budget import BudgetTable, RateBudgetStage
+from gateway.stages.reads.invalidation import ReadInvalidator
+from gateway.stages.reads.rules import ReadRules
+from gateway.stages.reads.stage import ReadsStage
 from gateway.stages.retry.backoff import Backoff
 from gateway.stages.retry.retry_budget import RetryBudget
 from gateway.stages.retry.stage import RetryStage
@@ -84,6 +87,8 @@ class Components:
     breakers: BreakerBoard
     retry_budget: RetryBudget
     jobs: JobsStage
+    reads: ReadsStage
+    read_invalidator: ReadInvalidator
     records: RecordWriter
     status: StatusBoard
     metrics: MetricsView
@@ -176,8 +181,12 @@ def build_components(
         ),
     )
     telemetry.declare_series((c, env) for c, client in settings.clients.items() for env in client.environments)
+    read_rules = ReadRules.from_settings(settings.reads)
+    telemetry.declare_read_routes(read_rules.routes)
     after_answer = AfterAnswer()
     observers = StageObservers(telemetry)
+    read_invalidator = ReadInvalidator(store=store, rules=read_rules, environments=tuple(settings.environments), observer=observers)
+    reads = ReadsStage(store=store, rules=read_rules, invalidator=read_invalidator, clock=clock, observer=observers)
     upstream = UpstreamClient(
         base_urls={name: settings.base_url_of(name) for name in settings.environments},
         connect_timeout_s=settings.upstream.connect_timeout_ms / 1000,
@@ -204,6 +213,7 @@ def build_components(
         poll_interval_s=settings.jobs.poll_interval_ms / 1000,
         ttl_s=settings.jobs.ttl_s,
         observer=observers,
+        bookings=read_invalidator,
     )
     chain = compose(
         [
@@ -214,6 +224,7 @@ def build_components(
                 lock_ttl_s=settings.upstream.deadline_ms / 1000 + 5,
                 observer=observers,
             ),
+            reads,
             RetryStage(
                 max_attempts=settings.retry.max_attempts,
                 backoff=Backoff(settings.retry.base_delay_ms / 1000, settings.retry.max_delay_ms / 1000, rng),
@@ -264,6 +275,8 @@ def build_components(
         breakers=breakers,
         retry_budget=retry_budget,
         jobs=jobs,
+        reads=reads,
+        read_invalidator=read_invalidator,
         records=RecordWriter(store, before_read=after_answer.drain),
         status=status,
         metrics=metrics,
@@ -323,6 +336,7 @@ def lifecycle(c: Components) -> list[CleanupContext]:
         resource("records", c.records.start, c.records.close),
         resource("status", c.status.start, c.status.close),
         resource("relay", c.relay.start, c.relay.close),
+        resource("reads", None, c.reads.close),
         resource("after_answer", None, account_for_answers),
         resource("announce", announce, None),
     ]
@@ -360,6 +374,7 @@ def build_app(components: Components) -> web.Application:
             else None,
             admin_token=lambda: components.secrets.admin_token,
             reload=lambda: reload_or_signal(components),
+            purge_reads=components.read_invalidator.purge if settings.reads is not None else None,
         )
     )
     if settings.webhooks.secret_envs:  # [] turns ingress off
@@ -375,6 +390,7 @@ def build_app(components: Components) -> web.Application:
                 trusted=trusted_networks(settings.server.trusted_proxies),
                 admin_token=lambda: components.secrets.admin_token,
                 environments=tuple(settings.environments),
+                reads=components.read_invalidator,
             )
         )
     app.router.add_route(
@@ -396,7 +412,7 @@ def proxied_only(submit: Callable[[RequestRecord], None]) -> Callable[[RequestRe
     """Triage records are kept for proxied calls (those with a client), not admin or health."""
 
     def keep(record: RequestRecord) -> None:
-        if record.client is not None:
+        if record.proxied:
             submit(record)
 
     return keep

@@ -59,12 +59,17 @@ class Refusal(GatewayError):
         self.message = message
         self.retry_after_s = retry_after_s
         self.details = dict(details or {})  # extra envelope fields, e.g. RATE_BUDGET_EXHAUSTED's "limit"
+        self.extra_headers: dict[str, str] = {}  # e.g. a shared read's Cache-Status
 
     @property
     def headers(self) -> dict[str, str]:
         if self.retry_after_s is None:
-            return {}
-        return {"Retry-After": str(max(1, self.retry_after_s))}
+            return dict(self.extra_headers)
+        return {"Retry-After": str(max(1, self.retry_after_s)), **self.extra_headers}
+
+    def again(self) -> Refusal:
+        """The same refusal as a new exception, for another caller (a shared read's follower)."""
+        return refusal_of(self.code, self.message, retry_after_s=self.retry_after_s, details=self.details)
 
 
 class BadRequest(Refusal):
@@ -138,3 +143,22 @@ class UpstreamUnavailable(UpstreamFailure):
 
 class UpstreamTimeout(UpstreamFailure):
     status, code = 504, "UPSTREAM_TIMEOUT"
+
+
+def refusal_of(code: str, message: str, *, retry_after_s: int | None = None, details: Mapping[str, str] | None = None) -> Refusal:
+    """The refusal a code names, rebuilt from its parts (a shared read's leader on another replica
+    was refused: each follower answers with the same refusal)."""
+    kinds: list[type[Refusal]] = [Refusal]
+    found: type[Refusal] = Refusal
+    while kinds:
+        kind = kinds.pop()
+        if kind.code == code and kind not in (Refusal, UpstreamFailure):
+            found = kind
+            break
+        kinds.extend(kind.__subclasses__())
+    if issubclass(found, UpstreamFailure):
+        return found(message, sent=True)
+    refusal = found(message, retry_after_s=retry_after_s, details=details)
+    if found is Refusal:
+        refusal.code = code
+    return refusal

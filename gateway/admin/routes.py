@@ -3,6 +3,7 @@ other endpoint needs ``Authorization: Bearer <admin token>``, compared in consta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
-from gateway.errors import NotFound
+from gateway.errors import BadRequest, NotFound
 from gateway.inbound.admin_guard import admin_guard
 from gateway.request.envelope import json_response
 
@@ -24,6 +25,7 @@ def admin_routes(
     metrics_text: Callable[[], Awaitable[bytes]] | None,
     admin_token: Callable[[], str | None],
     reload: Callable[[], tuple[int, dict[str, object]]] | None = None,
+    purge_reads: Callable[[str | None, str | None], Awaitable[int]] | None = None,
 ) -> list[web.RouteDef]:
     guard = admin_guard(admin_token)
 
@@ -69,6 +71,20 @@ def admin_routes(
         status, body = reload()
         return json_response(body, status=status)
 
+    async def purge(request: web.Request) -> web.StreamResponse:
+        assert purge_reads is not None
+        raw = await request.read()
+        try:
+            asked = json.loads(raw) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the purge body must be JSON: {\"environment\"?: …, \"route\"?: …}") from None
+        if not isinstance(asked, dict) or set(asked) - {"environment", "route"}:
+            raise BadRequest("the purge body takes only \"environment\" and \"route\"")
+        environment, route = asked.get("environment"), asked.get("route")
+        if not isinstance(environment, str | None) or not isinstance(route, str | None):
+            raise BadRequest("\"environment\" and \"route\" must be strings")
+        return json_response({"purged": await purge_reads(environment, route)})
+
     routes = [
         web.get("/_gateway/health", health, name="health", allow_head=True),
         web.get("/_gateway/ready", ready, name="ready", allow_head=True),
@@ -76,6 +92,8 @@ def admin_routes(
         web.get("/_gateway/requests/{request_id}", guard(request_record), name="request_record"),
         web.get("/_gateway/dashboard", dashboard, name="dashboard"),
     ]
+    if purge_reads is not None:
+        routes.append(web.post("/_gateway/reads/purge", guard(purge), name="reads_purge"))
     if reload is not None:
         routes.append(web.post("/_gateway/reload", guard(reload_config), name="reload"))
     if metrics_text is not None:

@@ -75,7 +75,7 @@ class RequestObserver:
         if span.is_recording():  # sampled out: no attributes to build
             _describe_span(span, request, record)
         span.end(end_ns)
-        proxied = record.client is not None
+        proxied = record.proxied
         self._telemetry.server_finished(
             method=record.method,
             route=record.route,

@@ -51,5 +51,5 @@ def envelope_for(exc: BaseException, request: web.Request, record: RequestRecord
 
 def count_attempts(response: web.StreamResponse, record: RequestRecord) -> None:
     """A proxied answer says how many upstream attempts it took."""
-    if record.client is not None:
+    if record.proxied:
         response.headers["X-Gateway-Attempts"] = str(len(record.attempts))

@@ -23,6 +23,9 @@ JOBS = "pmc_gateway_jobs"  # pmc_gateway_jobs_total{outcome}: how followed jobs 
 JOB_DURATION = "pmc_gateway_job_duration"  # pmc_gateway_job_duration_seconds: 202 to final, when followed
 JOB_POLLS = "pmc_gateway_job_polls"  # pmc_gateway_job_polls_total{source}: upstream, shared, cache
 ADDED_LATENCY = "pmc_gateway_added_latency"  # pmc_gateway_added_latency_seconds: what the gateway itself took
+READS = "pmc_gateway_reads"  # pmc_gateway_reads_total{http_route, result}: how shared reads were answered
+READ_INVALIDATIONS = "pmc_gateway_read_invalidations"  # pmc_gateway_read_invalidations_total{source}
+HEDGES = "pmc_gateway_hedges"  # pmc_gateway_hedges_total{http_route, outcome}: won, lost, skipped
 
 PROMETHEUS_NAMES = (
     "http_server_request_duration_seconds",
@@ -40,6 +43,8 @@ PROMETHEUS_NAMES = (
     "pmc_gateway_jobs_total",
     "pmc_gateway_job_duration_seconds",
     "pmc_gateway_job_polls_total",
+    "pmc_gateway_reads_total",
+    "pmc_gateway_read_invalidations_total",
 )
 
 # -- attribute names -------------------------------------------------------------------
@@ -68,6 +73,9 @@ OUTCOME = "outcome"
 JOB_OUTCOMES = ("completed", "failed", "not_final")
 SOURCE = "source"
 JOB_POLL_SOURCES = ("upstream", "shared", "cache")
+RESULT = "result"
+READ_RESULTS = ("hit", "stale", "collapsed", "miss", "bypass")
+INVALIDATION_SOURCES = ("write", "webhook", "job", "purge")
 
 # Attribute order of the duration histograms (a missing value leaves its attribute out).
 SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT, PMC_SOURCE)

@@ -10,6 +10,7 @@ themselves, and telemetry never learns a stage's fact some other way.
 from __future__ import annotations
 
 from gateway.observability.telemetry import Telemetry
+from gateway.request.record import CacheRecord
 from gateway.request.types import UpstreamRequest
 
 
@@ -49,6 +50,12 @@ class RecordFacts:
     def retry_budget_exhausted(self, request: UpstreamRequest) -> None:
         return None
 
+    def read_answered(self, request: UpstreamRequest, result: str, age_s: float | None, leader: str | None) -> None:
+        request.record.cache = CacheRecord(result, age_s, leader)
+
+    def read_invalidated(self, source: str) -> None:
+        return None
+
 
 class StageObservers(RecordFacts):
     """The record, then ``Telemetry``: every stage's observer in the running gateway."""
@@ -83,3 +90,10 @@ class StageObservers(RecordFacts):
     def replayed(self, request: UpstreamRequest) -> None:
         super().replayed(request)
         self._t.replayed_for(request)
+
+    def read_answered(self, request: UpstreamRequest, result: str, age_s: float | None, leader: str | None) -> None:
+        super().read_answered(request, result, age_s, leader)
+        self._t.read_answered(request, result)
+
+    def read_invalidated(self, source: str) -> None:
+        self._t.read_invalidated(source)

@@ -62,6 +62,7 @@ from gateway.observability.names import (
     HTTP_ROUTE,
     HTTP_STATUS,
     IDEMPOTENT_REPLAYS,
+    INVALIDATION_SOURCES,
     JOB_DURATION,
     JOB_OUTCOMES,
     JOB_POLL_SOURCES,
@@ -72,7 +73,11 @@ from gateway.observability.names import (
     PMC_CLIENT,
     PMC_ENVIRONMENT,
     PMC_REQUEST_ID,
+    READ_INVALIDATIONS,
+    READ_RESULTS,
+    READS,
     REASON,
+    RESULT,
     RETRIES,
     RETRY_BUDGET_EXHAUSTED,
     SERVER_ADDRESS,
@@ -269,6 +274,10 @@ class Telemetry:
         meter.create_observable_gauge(STORE_UP, [self._observe_store], description="1 when the shared store answers")
         meter.create_observable_gauge(API_KEY_AGE, [self._observe_key_ages], unit="d", description="Days since each environment's API key was rotated")
         meter.create_observable_gauge(BUDGET_USED, [self._observe_budget_used], description="Admissions on each environment's key in the last 60 s, over its limit")
+        self.reads = meter.create_counter(READS, description="Answers on shared-read routes and joined calls, by how they were served")
+        self.read_invalidations = meter.create_counter(READ_INVALIDATIONS, description="Shared-read invalidations, by what caused them")
+        for source in INVALIDATION_SOURCES:
+            self.read_invalidations.add(0, {SOURCE: source})
         # Pre-create the counters' zero series so dashboards and alerts see them from the start.
         self.webhook_rejected.add(0, {REASON: "invalid_signature"})
 
@@ -298,6 +307,12 @@ class Telemetry:
             self.budget_wait.declare((environment, client))
             self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
             self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
+
+    def declare_read_routes(self, routes: Iterable[str]) -> None:
+        """Zero series for every shared-read route, so the hit-ratio panels exist from start-up."""
+        for route in routes:
+            for result in READ_RESULTS:
+                self.reads.add(0, {HTTP_ROUTE: route, RESULT: result})
 
     def _observe_key_ages(self, _: CallbackOptions) -> Iterable[Observation]:
         for environment, days in self.gauges.api_key_ages():
@@ -397,6 +412,14 @@ class Telemetry:
     def replayed_for(self, request: UpstreamRequest) -> None:
         self.idempotent_replays.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
         trace.get_current_span().add_event("pmc.idempotent.replayed")
+
+    def read_answered(self, request: UpstreamRequest, result: str) -> None:
+        self.reads.add(1, {HTTP_ROUTE: request.route, RESULT: result})
+        if result != "miss":
+            trace.get_current_span().add_event("pmc.read", {RESULT: result})
+
+    def read_invalidated(self, source: str) -> None:
+        self.read_invalidations.add(1, {SOURCE: source})
 
     def webhook_rejected_for(self, reason: str) -> None:
         self.webhook_rejected.add(1, {REASON: reason})

@@ -32,6 +32,22 @@ class AttemptRecord:
 
 
 @dataclass(slots=True)
+class CacheRecord:
+    """How a shared read was answered (SPEC §6 triage ``cache``)."""
+
+    status: str  # hit | stale | collapsed | miss | bypass
+    age_s: float | None = None
+    leader_request_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "ageS": None if self.age_s is None else round(self.age_s, 3),
+            "leaderRequestId": self.leader_request_id,
+        }
+
+
+@dataclass(slots=True)
 class RequestRecord:
     request_id: str
     started_at: float  # wall clock, seconds
@@ -52,7 +68,13 @@ class RequestRecord:
     job_wait_ms: float = 0.0  # following a job (Prefer: wait): the job's time, not the gateway's
     error_code: str | None = None
     replayed: bool = False
+    cache: CacheRecord | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def proxied(self) -> bool:
+        """A caller's /v1 request (authenticated), not an admin, health or webhook call."""
+        return self.client is not None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -76,6 +98,7 @@ class RequestRecord:
             "errorCode": self.error_code,
             "replayed": self.replayed,
             "attempts": [a.to_json() for a in self.attempts],
+            **({"cache": self.cache.to_json()} if self.cache is not None else {}),
         }
 
     def gateway_added_s(self, elapsed_s: float) -> float:

@@ -44,6 +44,12 @@ CACHE_HEADER = "X-Gateway-Cache"
 SHARED_POLL_CHECK_S = 0.05
 
 
+class BookingChanges(Protocol):
+    """Told when a job is learnt completed: its booking changes what availability is true."""
+
+    async def booking_changed(self, source: str, environment: str | None) -> None: ...
+
+
 class JobObserver(Protocol):
     def job_created(self, request: UpstreamRequest, job_id: str) -> None: ...
     def job_waited(self, request: UpstreamRequest, seconds: float) -> None: ...
@@ -110,6 +116,7 @@ class JobsStage:
     poll_interval_s: float
     ttl_s: float
     observer: JobObserver
+    bookings: BookingChanges | None = None
     name: str = field(default="jobs")
     following: set[asyncio.Task[UpstreamResponse | None]] = field(default_factory=set)
     polls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(JOB_POLL_SOURCES, 0))  # this process's
@@ -216,6 +223,8 @@ class JobsStage:
             booking = booking_of(_json(response.body))
             if booking:
                 fields["bookingId"] = booking
+            if state == "completed" and self.bookings is not None and "final" not in entry:
+                await self.bookings.booking_changed("job", request.environment)
         elif response.status == 200 and state is not None:
             fields["last"] = encode(response)
         await self.store.job_update(key, fields, 1, self.ttl_s)

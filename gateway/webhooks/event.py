@@ -78,3 +78,19 @@ def parse_event(body: bytes) -> tuple[str, str]:
     if not isinstance(event_type, str) or not 1 <= len(event_type) <= 64:
         raise BadRequest("webhook body needs a type")
     return event_id, event_type
+
+
+def environment_of(body: bytes) -> str | None:
+    """The environment an event names (``environment``, top level or in ``data``), if any."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    data = payload.get("data")
+    for holder in (payload, data if isinstance(data, dict) else {}):
+        value = holder.get("environment")
+        if isinstance(value, str):
+            return value
+    return None

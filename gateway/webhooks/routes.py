@@ -23,8 +23,9 @@ from gateway.request.body import read_body
 from gateway.request.envelope import json_response
 from gateway.request.keys import RECORD
 from gateway.settings import WebhookSettings
+from gateway.stages.reads.invalidation import ReadInvalidator
 from gateway.store.protocols import WebhookStore
-from gateway.webhooks.event import WebhookEvent, parse_event
+from gateway.webhooks.event import WebhookEvent, environment_of, parse_event
 from gateway.webhooks.links import link_event
 from gateway.webhooks.relay import matching
 from gateway.webhooks.signature import verify
@@ -53,6 +54,7 @@ def webhook_routes(
     trusted: Sequence[Network],
     admin_token: Callable[[], str | None],
     environments: Sequence[str] = (),
+    reads: ReadInvalidator | None = None,
 ) -> list[web.RouteDef]:
     guard = admin_guard(admin_token)
 
@@ -100,6 +102,9 @@ def webhook_routes(
         log.info("webhook_accepted", eventId=event_id, type=event_type, duplicate=not accepted, subscribers=event.pending)
         if accepted:
             await link_event(store, event, environments, now)
+        if reads is not None and event_type.startswith("booking."):
+            # before the 200: from the moment the event is accepted no stale availability is served
+            await reads.booking_changed("webhook", environment_of(body))
         return json_response(answer)
 
     async def dead_letters(request: web.Request) -> web.StreamResponse:
