@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--job-slow-rate", type=_rate, default=0.0, help="fraction of jobs that take three times their eta")
     sim.add_argument("--rate-limit-headers", action="store_true", help="send RateLimit-Limit/-Remaining/-Reset on every answer")
     sim.add_argument("--outside-per-minute", type=_positive_float, default=0.0, help="another caller outside the gateway spends this much of every key")
+    sim.add_argument("--outside-bookings-per-minute", type=_positive_float, default=0.0, help="bookings made on PinmyCal directly (a free slot of a day lately asked about), each announced by webhook")
     sim.add_argument("--no-record", action="store_true", help="do not keep the /_sim/requests log (benchmarks)")
     sim.add_argument("--expired-key", action="append", default=[], metavar="KEY", help="a key to answer 401 INVALID_TOKEN")
     sim.add_argument("--webhook-url", default="", help="where to send signed booking webhooks")

@@ -38,6 +38,9 @@ TIMEZONE = re.compile(r"^(UTC|[A-Za-z]+(/[A-Za-z0-9_+\-]+)+)$")
 SIM_REQUEST_ID = web.RequestKey("sim_request_id", str)
 SIM_KEY = web.RequestKey("sim_key", str)
 SIGMA = 0.6  # log-normal shape: a long tail, p99 ≈ 3× the mean
+# A day's bookable slots (UTC), every event type alike; the SPEC's example pair comes first.
+DAY_SLOTS = ("09:30", "11:00", "09:00", "10:00", "10:30", "11:30", "13:00", "13:30", "14:00", "14:30", "15:00", "15:30", "16:00", "16:30")
+RECENT_QUESTIONS = 64  # outside bookings pick among the days availability was recently asked for
 
 
 @dataclass
@@ -79,6 +82,7 @@ class SimConfig:
     job_eta_s: float = 15.0
     job_fail_rate: float = 0.0  # share of jobs that end "failed"
     job_slow_rate: float = 0.0  # share of jobs that take three times their eta
+    outside_bookings_per_minute: float = 0.0  # bookings made on PinmyCal directly, announced by webhook
     seed: int | None = None
     record: bool = True  # keep /_sim/requests (tests); the benchmark turns it off
     faults: Faults = field(default_factory=Faults)
@@ -99,6 +103,9 @@ class Simulator:
         self.outside_sent = 0
         self.rate_limited = 0  # answers 429 for the per-key limit
         self.bookings: dict[str, dict[str, object]] = {}
+        self.taken: dict[tuple[str, str], str] = {}  # (eventTypeId, start) → bookingId holding it
+        self.asked: deque[tuple[str, str]] = deque(maxlen=RECENT_QUESTIONS)  # (eventTypeId, date) asked lately
+        self.outside_bookings = 0
         self.idempotent: dict[tuple[str, str], tuple[int, dict[str, object]]] = {}
         self.jobs: dict[str, dict[str, object]] = {}
         self.next_booking = 1027
@@ -248,7 +255,14 @@ class Simulator:
             errors.append({"field": "timezone", "message": "must be an IANA time zone like Asia/Kolkata"})
         if errors:
             return self._error(422, "VALIDATION_FAILED", "Invalid query parameters", request[SIM_REQUEST_ID], errors=errors)
-        return self._reply(200, {"status": "ok", "slots": [f"{day}T09:30:00Z", f"{day}T11:00:00Z"]})
+        event_type = query["eventTypeId"]
+        if (event_type, day) not in self.asked:
+            self.asked.append((event_type, day))
+        return self._reply(200, {"status": "ok", "slots": self.free_slots(event_type, day)})
+
+    def free_slots(self, event_type: str, day: str) -> list[str]:
+        """The day's slots no booking holds (a booking takes its slot; a cancellation frees it)."""
+        return [start for slot in DAY_SLOTS if (event_type, start := f"{day}T{slot}:00Z") not in self.taken]
 
     def _validate_booking(self, payload: object) -> list[dict[str, str]]:
         if not isinstance(payload, dict):
@@ -296,6 +310,8 @@ class Simulator:
             asyncio.get_running_loop().call_later(self.config.job_eta_s * (3 if slow else 1), self._finish_job, job_id)
             body: dict[str, object] = {"status": "accepted", "jobId": job_id, "eta": f"{self.config.job_eta_s:g}s", "requestId": request_id}
             status = 202
+        elif (payload["eventTypeId"], payload["start"]) in self.taken:
+            return self._error(409, "SLOT_UNAVAILABLE", "The requested slot is no longer available", request_id)
         else:
             booking = self._book(payload)
             body = {"status": "ok", "bookingId": booking["bookingId"], "meetingUrl": booking["meetingUrl"], "requestId": request_id}
@@ -307,8 +323,12 @@ class Simulator:
     def _finish_job(self, job_id: str) -> None:
         """A job ends on its own time, whether or not anyone polls it; its webhook names it."""
         job = self.jobs[job_id]
-        if job["fails"]:
+        payload = job["payload"]
+        assert isinstance(payload, dict)
+        if job["fails"]:  # an injected failure (--job-fail-rate)
             job["error"] = {"code": "SLOT_TAKEN", "message": "The requested slot is no longer available"}
+        elif (payload["eventTypeId"], payload["start"]) in self.taken:
+            job["error"] = {"code": "SLOT_UNAVAILABLE", "message": "The requested slot is no longer available"}
         else:
             job["booking"] = self._book(job["payload"], job_id=job_id)  # type: ignore[arg-type]
 
@@ -325,8 +345,20 @@ class Simulator:
             "state": "confirmed",
         }
         self.bookings[booking_id] = booking
+        self.taken[(str(payload["eventTypeId"]), str(payload["start"]))] = booking_id
         self._emit("booking.created", booking, job_id)
         return booking
+
+    def book_outside(self) -> dict[str, object] | None:
+        """A booking made on PinmyCal directly (another system, its own pages): a free slot of a
+        day callers lately asked about, announced only by its webhook."""
+        choices = [(event_type, start) for event_type, day in self.asked for start in self.free_slots(event_type, day)]
+        if not choices:
+            return None
+        event_type, start = self.rng.choice(choices)
+        self.outside_bookings += 1
+        invitee = {"name": "Walk-in", "email": "walk-in@elsewhere.example"}
+        return self._book({"eventTypeId": event_type, "invitee": invitee, "start": start, "timezone": "UTC"})
 
     async def get_job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])
@@ -355,6 +387,11 @@ class Simulator:
             datetime.fromisoformat(start.replace("Z", "+00:00"))
         except (ValueError, KeyError, TypeError, AttributeError):
             return self._error(422, "VALIDATION_FAILED", "Invalid reschedule", request[SIM_REQUEST_ID], errors=[{"field": "start", "message": "must be an RFC 3339 UTC time"}])
+        slot = (str(booking["eventTypeId"]), start)
+        if self.taken.get(slot, booking["bookingId"]) != booking["bookingId"]:
+            return self._error(409, "SLOT_UNAVAILABLE", "The requested slot is no longer available", request[SIM_REQUEST_ID])
+        self.taken.pop((str(booking["eventTypeId"]), str(booking["start"])), None)
+        self.taken[slot] = str(booking["bookingId"])
         booking["start"] = start
         self._emit("booking.rescheduled", booking)
         return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "start": start, "requestId": request[SIM_REQUEST_ID]})
@@ -363,6 +400,8 @@ class Simulator:
         booking = self.bookings.get(request.match_info["booking_id"])
         if booking is None:
             return self._error(404, "NOT_FOUND", "No such booking", request[SIM_REQUEST_ID])
+        if booking["state"] != "cancelled":
+            self.taken.pop((str(booking["eventTypeId"]), str(booking["start"])), None)
         booking["state"] = "cancelled"
         self._emit("booking.cancelled", booking)
         return self._reply(200, {"status": "ok", "bookingId": booking["bookingId"], "state": "cancelled", "requestId": request[SIM_REQUEST_ID]})
@@ -407,6 +446,12 @@ class Simulator:
         if (status is None or status >= 300) and time.monotonic() - first < self.config.webhook_horizon_s:
             self.webhooks.put_nowait((attempt + 1, body, first))
 
+    async def _book_outside_on_a_timer(self) -> None:
+        interval = 60 / self.config.outside_bookings_per_minute
+        while True:
+            await asyncio.sleep(interval)
+            self.book_outside()
+
     # -- runtime control -----------------------------------------------------------------
     async def get_faults(self, _: web.Request) -> web.Response:
         return self._reply(200, self.faults.to_json())
@@ -446,6 +491,28 @@ class Simulator:
         self.expired.difference_update(changes.get("unexpire", []))
         return self._reply(200, {"status": "ok", "expired": len(self.expired)})
 
+    async def outside_booking(self, request: web.Request) -> web.Response:
+        """``POST /_sim/outside-bookings`` {eventTypeId, start}? : a booking made outside the gateway
+        (by default a free slot of a day lately asked about), announced only by its webhook."""
+        try:
+            asked = json.loads(await request.read() or b"{}")
+        except ValueError:
+            asked = None
+        if not isinstance(asked, dict):
+            return self._error(400, "BAD_REQUEST", "body must be a JSON object", "sim")
+        if "start" in asked:
+            slot = (str(asked.get("eventTypeId", "evt_demo")), str(asked["start"]))
+            if slot in self.taken:
+                return self._error(409, "SLOT_UNAVAILABLE", "The requested slot is no longer available", "sim")
+            self.outside_bookings += 1
+            invitee = {"name": "Walk-in", "email": "walk-in@elsewhere.example"}
+            booking: dict[str, object] | None = self._book({"eventTypeId": slot[0], "invitee": invitee, "start": slot[1], "timezone": "UTC"})
+        else:
+            booking = self.book_outside()
+        if booking is None:
+            return self._error(409, "SLOT_UNAVAILABLE", "no free slot on a day lately asked about", "sim")
+        return self._reply(200, {"status": "ok", "booking": booking})
+
     async def webhook_status(self, _: web.Request) -> web.Response:
         return self._reply(200, {"deliveries": self.webhook_log, "queued": self.webhooks.qsize()})
 
@@ -467,13 +534,16 @@ class Simulator:
                 web.delete("/_sim/requests", self.reset_requests),
                 web.post("/_sim/keys", self.set_keys),
                 web.get("/_sim/webhooks", self.webhook_status),
+                web.post("/_sim/outside-bookings", self.outside_booking),
             ]
         )
 
         async def webhook_sender(_: web.Application) -> AsyncIterator[None]:
-            task = asyncio.create_task(self._send_webhooks()) if self.config.webhook_url else None
+            tasks = [asyncio.create_task(self._send_webhooks())] if self.config.webhook_url else []
+            if self.config.outside_bookings_per_minute > 0:
+                tasks.append(asyncio.create_task(self._book_outside_on_a_timer()))
             yield
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -511,6 +581,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         job_eta_s=args.job_eta_s,
         job_fail_rate=args.job_fail_rate,
         job_slow_rate=args.job_slow_rate,
+        outside_bookings_per_minute=args.outside_bookings_per_minute,
         faults=Faults(
             latency_ms=args.latency_ms,
             error_rate=args.error_rate,
