@@ -36,12 +36,16 @@ DEMO_SECRETS = {
     "PMC_GATEWAY_ADMIN_TOKEN": DEMO_ADMIN_TOKEN,
     "PMC_WEBHOOK_SECRET": "whsec_demo_2f9c1e",
 }
-BOOKING = {
+BOOKING = {  # the printed curl's: a day the synthetic traffic leaves alone, so it is free
     "eventTypeId": "evt_demo",
     "invitee": {"name": "Jordan Lee", "email": "jordan@company.com"},
-    "start": "2026-03-10T09:30:00Z",
+    "start": "2026-03-20T09:30:00Z",
     "timezone": "Asia/Kolkata",
 }
+ASYNC_BOOKING = {**BOOKING, "start": "2026-03-12T09:30:00Z"}
+TRAFFIC_DAY = "2026-03-10"
+AVAILABILITY = f"/v1/availability?eventTypeId=evt_demo&date={TRAFFIC_DAY}&timezone=Asia/Kolkata"
+HELD_BOOKINGS = 4  # the traffic cancels its oldest booking past this many, so the day never fills
 
 
 def demo_document(gateway_port: int, sim_port: int, subscriber_url: str) -> dict[str, object]:
@@ -61,6 +65,10 @@ def demo_document(gateway_port: int, sim_port: int, subscriber_url: str) -> dict
             }
         },
         "breaker": {"fail_max": 5, "reset_timeout_s": 10},
+        "reads": {  # shared reads: availability cached 10 s, dropped by every booking, stale if PinmyCal fails
+            "coalesce": True,
+            "routes": {"/v1/availability": {"fresh_s": 10, "stale_if_error_s": 3600, "invalidated_by": ["booking"]}},
+        },
         "webhooks": {
             "secret_envs": ["PMC_WEBHOOK_SECRET"],
             "allow_insecure_http": True,  # the demo subscriber is plain http on 127.0.0.1
@@ -72,17 +80,49 @@ def demo_document(gateway_port: int, sim_port: int, subscriber_url: str) -> dict
 FAULT_CYCLE_S = 300
 
 
+class _Booker:
+    """The traffic's bookings: a free slot of the last availability answer, the oldest cancelled
+    past ``HELD_BOOKINGS`` (each booking and cancellation drops the cached availability)."""
+
+    def __init__(self) -> None:
+        self.free: list[str] = []
+        self.held: list[str] = []
+
+    def saw(self, path: str, status: int, body: bytes) -> None:
+        if path == AVAILABILITY and status == 200:
+            with contextlib.suppress(ValueError, AttributeError):
+                self.free = list(json.loads(body).get("slots", []))
+
+    def next_booking(self) -> dict[str, Any] | None:
+        return {**BOOKING, "start": self.free[0]} if self.free else None
+
+    def booked(self, status: int, body: bytes) -> None:
+        with contextlib.suppress(ValueError, AttributeError):
+            booking_id = json.loads(body).get("bookingId")
+            if status == 200 and isinstance(booking_id, str):
+                self.held.append(booking_id)
+
+    def to_cancel(self) -> str | None:
+        return self.held.pop(0) if len(self.held) > HELD_BOOKINGS else None
+
+
 async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str, int]) -> None:
-    """About one request a second: four healthy minutes (the SLOs green), then a 35-second
-    fault phase (retries, then the breaker opening and recovering), every five minutes."""
+    """About one request a second, mostly reads (the shared cache answers most of them): four
+    healthy minutes (the SLOs green), then a 35-second fault phase (retries, stale answers, the
+    breaker opening and recovering), every five minutes."""
     headers = {"Authorization": f"Bearer {DEMO_CLIENT_TOKEN}"}
+    booker = _Booker()
     calls: Iterator[tuple[str, str, dict[str, Any] | None, dict[str, Any]]] = itertools.cycle(
         [
-            ("GET", "/v1/availability?eventTypeId=evt_demo&date=2026-03-10&timezone=Asia/Kolkata", None, {}),
+            ("GET", AVAILABILITY, None, {}),
             ("GET", "/v1/users/me", None, {}),
-            ("POST", "/v1/bookings", BOOKING, {"idempotency": True}),
+            ("GET", AVAILABILITY, None, {}),
+            ("POST", "/v1/bookings", None, {"book": True}),
+            ("GET", AVAILABILITY, None, {}),
             ("GET", "/v1/availability?eventTypeId=evt_demo&date=2026-03-11&timezone=Asia/Kolkata", None, {"X-PMC-Environment": "test"}),
             ("POST", "/v1/bookings", {**BOOKING, "invitee": {"name": "", "email": "nope"}}, {}),
+            ("GET", AVAILABILITY, None, {}),
+            ("DELETE", "/v1/bookings/{held}", None, {"cancel": True}),
         ]
     )
     phases = [  # (second of the five minutes it starts, faults)
@@ -102,13 +142,22 @@ async def _traffic(gateway: str, sim: str, stop: asyncio.Event, stats: dict[str,
                 with contextlib.suppress(aiohttp.ClientError):
                     await session.post(f"{sim}/_sim/faults", json=phase[1])
             method, path, body, extra = next(calls)
-            request_headers = {k: v for k, v in extra.items() if k != "idempotency"}
-            if extra.get("idempotency"):
+            request_headers = {k: v for k, v in extra.items() if k not in ("book", "cancel")}
+            if extra.get("book"):
+                body = booker.next_booking()
                 request_headers["Idempotency-Key"] = f"demo-{int(time.time() * 1000)}"
+            if extra.get("cancel"):
+                held = booker.to_cancel()
+                path = path.format(held=held) if held else ""
+            if (extra.get("book") and body is None) or not path:
+                continue
             try:
                 async with session.request(method, gateway + path, json=body, headers=request_headers) as response:
-                    await response.read()
+                    answer = await response.read()
                     stats["ok" if response.status < 500 else "failed"] += 1
+                    booker.saw(path, response.status, answer)
+                    if extra.get("book"):
+                        booker.booked(response.status, answer)
             except aiohttp.ClientError:
                 stats["failed"] += 1
             with contextlib.suppress(TimeoutError):
@@ -119,7 +168,7 @@ async def _async_booking(gateway: str) -> None:
     """One booking made as a job, followed by the gateway (Prefer: wait), and how to see its story."""
     headers = {"Authorization": f"Bearer {DEMO_CLIENT_TOKEN}", "Prefer": "respond-async, wait=15"}
     try:
-        async with aiohttp.ClientSession() as session, session.post(f"{gateway}/v1/bookings", json=BOOKING, headers=headers) as response:
+        async with aiohttp.ClientSession() as session, session.post(f"{gateway}/v1/bookings", json=ASYNC_BOOKING, headers=headers) as response:
             body = await response.json(content_type=None)
             request_id = response.headers.get("X-Request-Id", "?")
     except (aiohttp.ClientError, ValueError) as exc:
@@ -180,6 +229,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 port=args.sim_port,
                 faults=Faults(latency_ms=120),
                 job_eta_s=5,
+                outside_bookings_per_minute=2,  # other systems booking on PinmyCal: seen only by webhook
                 webhook_url=f"http://127.0.0.1:{gateway_port}/webhooks/pinmycal",
                 webhook_secret=os.environ["PMC_WEBHOOK_SECRET"].encode(),
             )
