@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from gateway.tools.bench.runner import COST_LADDER_FLOOR, LOCAL_STORE_TARGET, SAMPLED_TARGET, render
+from gateway.tools.bench.runner import COST_LADDER_FLOOR, HIT_TARGET, LOCAL_STORE_TARGET, SAMPLED_TARGET, render
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -26,7 +26,7 @@ def test_quick_bench_measures_every_target_and_renders_the_table() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["machine"]["store"] == "redis"  # every feature on: the shared store too
-    assert set(result["throughput"]) == {"direct", "bare aiohttp proxy", "pmc-gateway", SAMPLED_TARGET}
+    assert set(result["throughput"]) == {"direct", "bare aiohttp proxy", "pmc-gateway", HIT_TARGET, SAMPLED_TARGET}
     for name, runs in result["throughput"].items():
         for run in runs:
             assert run["count"] == result["settings"]["requests"] and run["errors"] == 0, name
@@ -49,6 +49,7 @@ def test_quick_bench_measures_every_target_and_renders_the_table() -> None:
     assert "pmc-gateway" in table and "CPU µs/req" in table and "added" in table and "(memory store)" in table and "(varying 20 ms)" in table
     assert "where the CPU goes" in table and "the features cost" in table
     assert "[x] RSS ≤ 150 MB" in table or "[ ] RSS ≤ 150 MB" in table
+    assert "shared-read hit/bare proxy" in table and "shared-read hit: CPU < bare aiohttp proxy's" in table
 
 
 def test_quick_budget_scenarios_compare_direct_and_two_replicas() -> None:
@@ -69,3 +70,14 @@ def test_quick_budget_scenarios_compare_direct_and_two_replicas() -> None:
     bursts = next(s for s in result["scenarios"] if s["name"] == "bursts")
     assert all(row["ok"] == row["asked"] for row in bursts["rows"])
     assert "most requests any rolling 60 s" in render_scenarios(result)
+    storm, outage = result["readScenarios"]
+    assert (storm["name"], outage["name"]) == ("storm", "outage")
+    direct, gateway = (next(r for r in storm["rows"] if r["target"] == t) for t in ("direct", "gateway"))
+    # five times the key's limit: direct is throttled, the gateway serves every read from far fewer calls
+    assert direct["upstream429"] > 0 and gateway["upstream429"] == 0
+    assert gateway["readsOk"] == gateway["reads"] and gateway["upstreamCalls"] < direct["upstreamCalls"] / 3
+    assert gateway["staleAfterBooking"] == 0 and gateway["staleAfterWebhook"] == 0 and gateway["bookingsConflict"] == 0
+    assert gateway["bookingsMade"] == gateway["bookingsTried"] > 0
+    down = next(r for r in outage["rows"] if r["target"] == "gateway")
+    assert down["readsDuringOutage"] > 0 and down["servedDuringOutage"] >= 0.99 * down["readsDuringOutage"]
+    assert "stale after booking" in render_scenarios(result)

@@ -96,6 +96,11 @@ class Outcome:
         return all(value == (vary_values(request.headers, (name,))[name]) for name, value in self.vary)
 
     @property
+    def shareable(self) -> bool:
+        """A budget refusal is the leader's own (its client's cap or share): followers ask for themselves."""
+        return not isinstance(self.refusal, RateBudgetExhausted)
+
+    @property
     def failed(self) -> bool:
         """The upstream could not answer: what ``stale_if_error_s`` covers."""
         if self.refusal is not None:
@@ -233,7 +238,7 @@ class ReadsStage:
         joined = self._flights.get(flight)
         if joined is not None:
             outcome = await self._wait_local(joined, request)
-            if isinstance(outcome, Outcome) and outcome.fits(request):
+            if isinstance(outcome, Outcome) and outcome.fits(request) and outcome.shareable:
                 return outcome, True
             return await self._lead(request, next, rule, scope, key, generation, claimed=False), False
 
@@ -244,7 +249,7 @@ class ReadsStage:
             leader = await self._store.read_claim(scope, key, generation, request.request_id, ttl_s)
             if leader is not None and leader != request.request_id:
                 remote = await self._follow_remote(scope, key, generation, leader, request)
-                if remote is not None and remote.fits(request):
+                if remote is not None and remote.fits(request) and remote.shareable:
                     future.set_result(remote)
                     return remote, True
             outcome = await self._lead(request, next, rule, scope, key, generation, claimed=leader is None)

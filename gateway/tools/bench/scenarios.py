@@ -25,10 +25,13 @@ from typing import Any
 import aiohttp
 
 from gateway.settings import token_digest
+from gateway.tools.bench.read_scenarios import ReadScenarios, render_read_scenarios
 from gateway.tools.bench.runner import ADMIN_TOKEN, Bench, _free_port, _wait_http
 from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
 
 LIMIT = 120
+READER = "reader"  # the shared-read scenarios' callers (read_scenarios.py)
+WEBHOOK_SECRET = b"whsec_scenarios"
 
 
 @dataclass(frozen=True)
@@ -86,13 +89,18 @@ def _key(scenario: str, target: str) -> str:
     return f"pmc_live_{scenario}_{target}_key"
 
 
-def _config(port: int, sim_url: str, redis_url: str, all_scenarios: tuple[Scenario, ...], max_wait_ms: int) -> str:
+def _config(port: int, sim_url: str, redis_url: str, all_scenarios: tuple[Scenario, ...], max_wait_ms: int, reads: dict[str, str]) -> str:
     lines = [
         f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\nurl = "{redis_url}"\n[upstream]\nbase_url = "{sim_url}"',
-        f"[budget]\nmax_wait_ms = {max_wait_ms}\n[retry]\nmax_attempts = 1\n[webhooks]\nsecret_envs = []\n[telemetry]\nprometheus = true",
+        f"[budget]\nmax_wait_ms = {max_wait_ms}\n[retry]\nmax_attempts = 1\n[telemetry]\nprometheus = true",
+        '[webhooks]\nsecret_envs = ["SCENARIO_WEBHOOK_SECRET"]',
+        '[reads]\ncoalesce = true\n[reads.routes."/v1/availability"]\nfresh_s = 10\nstale_if_error_s = 3600\ninvalidated_by = ["booking"]',
     ]
     for scenario in all_scenarios:
         lines.append(f'[environments.{scenario.name}]\napi_key_env = "SCENARIO_{scenario.name.upper()}_KEY"\nrate_limit_per_minute = {LIMIT}')
+    for environment, base_url in reads.items():
+        lines.append(f'[environments.{environment}]\napi_key_env = "SCENARIO_{environment.upper()}_KEY"\nrate_limit_per_minute = {LIMIT}\nbase_url = "{base_url}"')
+    lines.append(f'[clients.{READER}]\ntoken_sha256 = "{token_digest(_token(READER))}"\nenvironments = {json.dumps(sorted(reads))}')
     names = sorted({c.name for s in all_scenarios for c in s.clients})
     for name in names:
         share = max(c.share for s in all_scenarios for c in s.clients if c.name == name)
@@ -142,13 +150,17 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         raise SystemExit("pmc-gateway bench --scenarios: needs redis-server (or --redis URL) for two replicas")
     runner, sim_port, sim = await start_sim(SimConfig(port=0, rate_limit=LIMIT, faults=Faults(latency_ms=args.latency_ms), seed=1))
     sim_url = f"http://127.0.0.1:{sim_port}"
+    reads = ReadScenarios(scale=scale, latency_ms=args.latency_ms, limit=LIMIT, webhook_secret=WEBHOOK_SECRET)
+    read_environments = await reads.start()
     env = {f"SCENARIO_{s.name.upper()}_KEY": _key(s.name, "gateway") for s in plan}
+    env |= {f"SCENARIO_{name.upper()}_KEY": _key(name, "gateway") for name in read_environments}
     env["PMC_GATEWAY_ADMIN_TOKEN"] = ADMIN_TOKEN
+    env["SCENARIO_WEBHOOK_SECRET"] = WEBHOOK_SECRET.decode()
     replicas = []
     for _ in range(2):
         port = _free_port()
         config = bench.tmp / f"scenario-gateway-{port}.toml"
-        config.write_text(_config(port, sim_url, redis_url, plan, args.max_wait_ms))
+        config.write_text(_config(port, sim_url, redis_url, plan, args.max_wait_ms, read_environments))
         bench.spawn([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], bench.other_cpus | bench.proxy_cpu, env)
         replicas.append(f"http://127.0.0.1:{port}")
     for replica in replicas:
@@ -166,9 +178,19 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                 gateway_headers = {"Authorization": f"Bearer {_token(client.name)}", "X-PMC-Environment": scenario.name}
                 drives.append(_drive(session, scenario, client, lambda _: f"{sim_url}/v1/users/me", direct_headers, direct))
                 drives.append(_drive(session, scenario, client, lambda i: f"{replicas[i % 2]}/v1/users/me", gateway_headers, through))
+        read_rows = asyncio.create_task(
+            reads.run(
+                replicas,
+                lambda name: {"Authorization": f"Bearer {_token(READER)}", "X-PMC-Environment": name},
+                lambda name: _key(name, "direct"),
+            )
+        )
         await asyncio.gather(*drives)
+        result = _result(plan, tallies, sim, args)
+        result["readScenarios"] = await read_rows
     await runner.cleanup()
-    return _result(plan, tallies, sim, args)
+    await reads.close()
+    return result
 
 
 def _result(plan: tuple[Scenario, ...], tallies: dict[tuple[str, str, str], Tally], sim: Simulator, args: argparse.Namespace) -> dict[str, Any]:
@@ -229,6 +251,7 @@ def render(result: dict[str, Any]) -> str:
             f"  most requests any rolling 60 s sent to the upstream: direct {most['direct']}, "
             f"gateway {most['gateway']} (limit {result['limitPerMinute']})"
         )
+    out += render_read_scenarios(result.get("readScenarios", []))
     return "\n".join(out)
 
 

@@ -83,6 +83,7 @@ class SimConfig:
     job_fail_rate: float = 0.0  # share of jobs that end "failed"
     job_slow_rate: float = 0.0  # share of jobs that take three times their eta
     outside_bookings_per_minute: float = 0.0  # bookings made on PinmyCal directly, announced by webhook
+    webhook_environment: str = ""  # set: events carry "environment" (a gateway drops only that one's reads)
     seed: int | None = None
     record: bool = True  # keep /_sim/requests (tests); the benchmark turns it off
     faults: Faults = field(default_factory=Faults)
@@ -113,6 +114,8 @@ class Simulator:
         self.received: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.webhooks: asyncio.Queue[tuple[int, bytes, float]] = asyncio.Queue()
         self.webhook_log: list[dict[str, object]] = []
+        self.webhook_accepted_at: dict[str, float] = {}  # booking start → first 2xx for its event (monotonic)
+        self._sender: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -416,6 +419,8 @@ class Simulator:
             "createdAt": datetime.now().astimezone().isoformat(timespec="seconds"),
             "data": {k: booking[k] for k in ("bookingId", "start", "timezone", "state")} | ({"jobId": job_id} if job_id else {}),
         }
+        if self.config.webhook_environment:
+            event["environment"] = self.config.webhook_environment
         self.webhooks.put_nowait((0, json.dumps(event, separators=(",", ":")).encode(), time.monotonic()))
 
     async def _send_webhooks(self) -> None:
@@ -442,9 +447,17 @@ class Simulator:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError):
             status = None
-        self.webhook_log.append({"eventId": json.loads(body)["eventId"], "attempt": attempt, "status": status})
+        event = json.loads(body)
+        self.webhook_log.append({"eventId": event["eventId"], "attempt": attempt, "status": status})
+        if status is not None and status < 300:
+            self.webhook_accepted_at.setdefault(str(event["data"].get("start")), time.monotonic())
         if (status is None or status >= 300) and time.monotonic() - first < self.config.webhook_horizon_s:
             self.webhooks.put_nowait((attempt + 1, body, first))
+
+    def start_webhooks(self) -> None:
+        """Start sending queued webhooks (at start-up, or once ``config.webhook_url`` is set)."""
+        if self._sender is None and self.config.webhook_url:
+            self._sender = asyncio.create_task(self._send_webhooks())
 
     async def _book_outside_on_a_timer(self) -> None:
         interval = 60 / self.config.outside_bookings_per_minute
@@ -539,11 +552,12 @@ class Simulator:
         )
 
         async def webhook_sender(_: web.Application) -> AsyncIterator[None]:
-            tasks = [asyncio.create_task(self._send_webhooks())] if self.config.webhook_url else []
+            self.start_webhooks()
+            tasks = []
             if self.config.outside_bookings_per_minute > 0:
                 tasks.append(asyncio.create_task(self._book_outside_on_a_timer()))
             yield
-            for task in tasks:
+            for task in [*tasks, *([self._sender] if self._sender else [])]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

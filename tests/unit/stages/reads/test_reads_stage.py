@@ -268,3 +268,20 @@ async def test_purge_drops_entries_everywhere_and_counts_them() -> None:
     assert await invalidator.purge("live", None) == 1
     assert await invalidator.purge(None, "/v1/availability") == 1
     assert notes.invalidations == ["purge", "purge"]
+
+
+async def test_a_leaders_budget_refusal_is_its_own_followers_ask_for_themselves() -> None:
+    from gateway.errors import RateBudgetExhausted
+
+    clock = ManualClock()
+    stage, _, _ = make_stage(clock, fresh_s=0)
+    upstream = ScriptedUpstream(RateBudgetExhausted("share", retry_after_s=1, details={"limit": "share"}), answer())
+    upstream.release.clear()
+    leader = asyncio.create_task(stage(get(clock, "req_noisy"), upstream))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(stage(make_request(clock, target=AVAILABILITY, client="quiet", request_id="req_quiet"), upstream))
+    await asyncio.sleep(0.01)
+    upstream.release.set()
+    with pytest.raises(RateBudgetExhausted):
+        await leader
+    assert (await follower).status == 200 and len(upstream.sent) == 2
