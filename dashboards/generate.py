@@ -33,6 +33,8 @@ CLIENT = "http_client_request_duration_seconds"
 
 
 BUDGET_WAIT = "pmc_gateway_budget_wait_seconds"
+READS = "pmc_gateway_reads_total"
+READ_INVALIDATIONS = "pmc_gateway_read_invalidations_total"
 
 
 def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
@@ -215,6 +217,28 @@ def slo_overview() -> dashboard.Dashboard:
         "Followed job duration p50 / p95", pos(16, 58, 8, 8), "s",
         query("histogram_quantile(0.5, sum by (le) (rate(pmc_gateway_job_duration_seconds_bucket[$__rate_interval])))", "p50", "A"),
         query("histogram_quantile(0.95, sum by (le) (rate(pmc_gateway_job_duration_seconds_bucket[$__rate_interval])))", "p95", "B"),
+    ))
+    d = d.with_row(dashboard.Row("Shared reads"))
+    saved = 'result=~"hit|stale|collapsed"'
+    d = d.with_panel(series(
+        "Shared-read hit ratio (hit, stale, joined) by route", pos(0, 66, 6, 8), "percentunit",
+        query(f"sum by (http_route) (rate({READS}{{{saved}}}[$__rate_interval])) / clamp_min(sum by (http_route) (rate({READS}[$__rate_interval])), 1e-9)", "{{http_route}}"),
+        description="Answers that took no upstream call and no rate-budget slot, over all answers on shared-read routes.",
+    ))
+    d = d.with_panel(series(
+        "Upstream calls saved per minute, beside those made", pos(6, 66, 6, 8), "none",
+        query(f"sum(rate({READS}{{{saved}}}[$__rate_interval])) * 60", "saved per minute", "A"),
+        query(f"sum(rate({CLIENT}_count[$__rate_interval])) * 60", "upstream attempts per minute", "B"),
+        description="Compare with the key's rate_limit_per_minute (120 by default): saved calls are reads served beyond it.",
+    ))
+    d = d.with_panel(series(
+        "Stale answers served (instead of a failure, or while refreshing)", pos(12, 66, 6, 8), "ops",
+        query(f'sum by (http_route) (rate({READS}{{result="stale"}}[$__rate_interval]))', "{{http_route}}"),
+    ))
+    d = d.with_panel(series(
+        "Invalidations by source", pos(18, 66, 6, 8), "ops",
+        query(f"sum by (source) (rate({READ_INVALIDATIONS}[$__rate_interval]))", "{{source}}"),
+        description="write: a booking through the gateway; webhook: a booking.* event; job: a job learnt completed; purge: by hand.",
     ))
     d = d.with_row(dashboard.Row("Rate budget"))
     d = d.with_panel(series(

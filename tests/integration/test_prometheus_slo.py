@@ -193,7 +193,11 @@ async def check_every_expression(prom: Prometheus, session: aiohttp.ClientSessio
 async def prometheus_and_gateway(tmp_path: Path, session: aiohttp.ClientSession) -> AsyncIterator[tuple[Prometheus, str, str]]:
     runner, port, _ = await start_sim(SimConfig(port=0, rate_limit=0, faults=Faults(latency_ms=5, error_rate=0.03), seed=4))
     sim_url = f"http://127.0.0.1:{port}"
-    document = gateway_document(sim_url, retry={"max_attempts": 3, "base_delay_ms": 5, "max_delay_ms": 20, "budget_percent": 50})
+    document = gateway_document(
+        sim_url,
+        retry={"max_attempts": 3, "base_delay_ms": 5, "max_delay_ms": 20, "budget_percent": 50},
+        reads={"routes": {"/v1/availability": {"fresh_s": 1}}},  # the shared-read panels' series
+    )
     try:
         async with gateway(document) as gw:
             prom = Prometheus(tmp_path, gw.url.removeprefix("http://"))

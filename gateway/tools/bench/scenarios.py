@@ -176,8 +176,11 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                 through = tallies[(scenario.name, "gateway", client.name)] = Tally()
                 direct_headers = {"Authorization": f"Bearer {_key(scenario.name, 'direct')}"}
                 gateway_headers = {"Authorization": f"Bearer {_token(client.name)}", "X-PMC-Environment": scenario.name}
-                drives.append(_drive(session, scenario, client, lambda _: f"{sim_url}/v1/users/me", direct_headers, direct))
-                drives.append(_drive(session, scenario, client, lambda i: f"{replicas[i % 2]}/v1/users/me", gateway_headers, through))
+                # Each client asks its own question (its own query): these scenarios measure the
+                # rate budget, so no client's read joins another's (that is the shared-read scenarios').
+                path = f"/v1/users/me?caller={client.name}"
+                drives.append(_drive(session, scenario, client, lambda _, p=path: f"{sim_url}{p}", direct_headers, direct))
+                drives.append(_drive(session, scenario, client, lambda i, p=path: f"{replicas[i % 2]}{p}", gateway_headers, through))
         read_rows = asyncio.create_task(
             reads.run(
                 replicas,
