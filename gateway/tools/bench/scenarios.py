@@ -137,6 +137,11 @@ async def _drive(
     await asyncio.gather(*tasks)
 
 
+def _at(bases: tuple[str, ...], path: str) -> Callable[[int], str]:
+    """The i-th request's URL: the bases take turns (two replicas)."""
+    return lambda i: f"{bases[i % len(bases)]}{path}"
+
+
 def _most_in_a_minute(times: list[float]) -> int:
     ordered = sorted(times)
     return max((bisect.bisect_left(ordered, t + 60) - i for i, t in enumerate(ordered)), default=0)
@@ -179,8 +184,8 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
                 # Each client asks its own question (its own query): these scenarios measure the
                 # rate budget, so no client's read joins another's (that is the shared-read scenarios').
                 path = f"/v1/users/me?caller={client.name}"
-                drives.append(_drive(session, scenario, client, lambda _, p=path: f"{sim_url}{p}", direct_headers, direct))
-                drives.append(_drive(session, scenario, client, lambda i, p=path: f"{replicas[i % 2]}{p}", gateway_headers, through))
+                drives.append(_drive(session, scenario, client, _at((sim_url,), path), direct_headers, direct))
+                drives.append(_drive(session, scenario, client, _at(tuple(replicas), path), gateway_headers, through))
         read_rows = asyncio.create_task(
             reads.run(
                 replicas,
