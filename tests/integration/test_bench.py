@@ -13,7 +13,13 @@ import sys
 
 import pytest
 
-from gateway.tools.bench.runner import COST_LADDER_FLOOR, HIT_TARGET, LOCAL_STORE_TARGET, SAMPLED_TARGET, render
+from gateway.tools.bench.runner import (
+    COST_LADDER_FLOOR,
+    HIT_TARGET,
+    LOCAL_STORE_TARGET,
+    SAMPLED_TARGET,
+    render,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
