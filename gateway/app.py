@@ -5,7 +5,8 @@ Inbound (one aiohttp middleware, gateway/inbound/middleware.py, steps in order):
     request_id → access_log (+ SERVER span) → error_envelope → path_safety → caller_auth
 
 Outbound (stages, outermost first), for ``/v1/**``:
-    jobs → idempotency → reads → retry → breaker → rate_budget → credentials → upstream (one CLIENT span per attempt)
+    jobs → idempotency → reads → retry → hedging → breaker → rate_budget → credentials → upstream
+    (one CLIENT span per attempt; hedging and reads only when [hedging] / [reads] are configured)
 
 Credentials sit innermost so no outer stage can see a key; the retry and breaker stages
 treat the gateway's own refusals (rate budget, open circuit) as final.
@@ -47,9 +48,10 @@ from gateway.request.record import RequestRecord
 from gateway.settings import Secrets, Settings
 from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
+from gateway.stages.hedging.stage import HedgeRoom, HedgingStage
 from gateway.stages.idempotency import IdempotencyStage
 from gateway.stages.jobs import JobsStage
-from gateway.stages.rate_budget import BudgetTable, RateBudgetStage
+from gateway.stages.rate_budget import BudgetTable, KeyUsage, RateBudgetStage
 from gateway.stages.reads.invalidation import ReadInvalidator
 from gateway.stages.reads.rules import ReadRules
 from gateway.stages.reads.stage import ReadsStage
@@ -215,6 +217,19 @@ def build_components(
         observer=observers,
         bookings=read_invalidator,
     )
+    key_usage = KeyUsage(clock)
+    hedging = (
+        HedgingStage(
+            settings=settings.hedging,
+            guards=HedgeRoom(usage=key_usage, breakers=breakers, retry_budget=retry_budget),
+            clock=clock,
+            observer=observers,
+        )
+        if settings.hedging is not None and settings.hedging.routes
+        else None
+    )
+    if hedging is not None:
+        telemetry.declare_hedged_routes(hedging.routes)
     chain = compose(
         [
             jobs,
@@ -224,7 +239,7 @@ def build_components(
                 lock_ttl_s=settings.upstream.deadline_ms / 1000 + 5,
                 observer=observers,
             ),
-            reads,
+            *([reads] if read_rules.enabled else []),
             RetryStage(
                 max_attempts=settings.retry.max_attempts,
                 backoff=Backoff(settings.retry.base_delay_ms / 1000, settings.retry.max_delay_ms / 1000, rng),
@@ -233,6 +248,7 @@ def build_components(
                 observer=observers,
                 keys=credentials,
             ),
+            *([hedging] if hedging is not None else []),
             BreakerStage(breakers, observers),
             RateBudgetStage(
                 store=store,
@@ -240,6 +256,7 @@ def build_components(
                 max_wait_s=settings.budget.max_wait_ms / 1000,
                 clock=clock,
                 observer=observers,
+                usage=key_usage,
             ),
             CredentialsStage(credentials),
         ],

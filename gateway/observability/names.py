@@ -45,6 +45,7 @@ PROMETHEUS_NAMES = (
     "pmc_gateway_job_polls_total",
     "pmc_gateway_reads_total",
     "pmc_gateway_read_invalidations_total",
+    "pmc_gateway_hedges_total",
 )
 
 # -- attribute names -------------------------------------------------------------------
@@ -66,6 +67,7 @@ PMC_ATTEMPTS = "pmc.attempts"
 PMC_UPSTREAM_REQUEST_ID = "pmc.upstream_request_id"
 REASON = "reason"  # SPEC §7: pmc_gateway_webhook_rejected_total{reason}
 PMC_BREAKER = "pmc.breaker"
+PMC_HEDGE = "pmc.hedge"  # on the CLIENT span of a hedged attempt
 PMC_SOURCE = "pmc.source"  # who made the answer: "gateway" (its own envelope) or "upstream" (passed through)
 BUDGET_LIMIT = "limit"  # SPEC §8: pmc_gateway_budget_rejected_total{limit}: key, client, share
 BUDGET_LIMITS = ("key", "client", "share")
@@ -76,6 +78,7 @@ JOB_POLL_SOURCES = ("upstream", "shared", "cache")
 RESULT = "result"
 READ_RESULTS = ("hit", "stale", "collapsed", "miss", "bypass")
 INVALIDATION_SOURCES = ("write", "webhook", "job", "purge")
+HEDGE_OUTCOMES = ("won", "lost", "skipped")
 
 # Attribute order of the duration histograms (a missing value leaves its attribute out).
 SERVER_DURATION_ATTRIBUTES = (HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, PMC_CLIENT, PMC_ENVIRONMENT, PMC_SOURCE)

@@ -56,6 +56,9 @@ class RecordFacts:
     def read_invalidated(self, source: str) -> None:
         return None
 
+    def hedged(self, request: UpstreamRequest, outcome: str) -> None:
+        return None  # the record shows the hedge as an attempt of its own (``hedge: true``)
+
 
 class StageObservers(RecordFacts):
     """The record, then ``Telemetry``: every stage's observer in the running gateway."""
@@ -97,3 +100,6 @@ class StageObservers(RecordFacts):
 
     def read_invalidated(self, source: str) -> None:
         self._t.read_invalidated(source)
+
+    def hedged(self, request: UpstreamRequest, outcome: str) -> None:
+        self._t.hedged(request, outcome)

@@ -57,6 +57,8 @@ from gateway.observability.names import (
     CLIENT_DURATION,
     CLIENT_DURATION_ATTRIBUTES,
     ERROR_TYPE,
+    HEDGE_OUTCOMES,
+    HEDGES,
     HTTP_METHOD,
     HTTP_RESEND_COUNT,
     HTTP_ROUTE,
@@ -72,6 +74,7 @@ from gateway.observability.names import (
     PMC_BREAKER,
     PMC_CLIENT,
     PMC_ENVIRONMENT,
+    PMC_HEDGE,
     PMC_REQUEST_ID,
     READ_INVALIDATIONS,
     READ_RESULTS,
@@ -278,6 +281,7 @@ class Telemetry:
         self.read_invalidations = meter.create_counter(READ_INVALIDATIONS, description="Shared-read invalidations, by what caused them")
         for source in INVALIDATION_SOURCES:
             self.read_invalidations.add(0, {SOURCE: source})
+        self.hedges = meter.create_counter(HEDGES, description="Hedged reads, by outcome: won (the hedge answered first), lost, skipped (no room)")
         # Pre-create the counters' zero series so dashboards and alerts see them from the start.
         self.webhook_rejected.add(0, {REASON: "invalid_signature"})
 
@@ -307,6 +311,15 @@ class Telemetry:
             self.budget_wait.declare((environment, client))
             self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
             self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
+
+    def declare_hedged_routes(self, routes: Iterable[str]) -> None:
+        for route in routes:
+            for outcome in HEDGE_OUTCOMES:
+                self.hedges.add(0, {HTTP_ROUTE: route, OUTCOME: outcome})
+
+    def hedged(self, request: UpstreamRequest, outcome: str) -> None:
+        self.hedges.add(1, {HTTP_ROUTE: request.route, OUTCOME: outcome})
+        trace.get_current_span().add_event("pmc.hedge", {OUTCOME: outcome})
 
     def declare_read_routes(self, routes: Iterable[str]) -> None:
         """Zero series for every shared-read route, so the hit-ratio panels exist from start-up."""
@@ -348,8 +361,10 @@ class Telemetry:
                 URL_FULL: url,
                 PMC_REQUEST_ID: request.request_id,
             }
-            if request.attempt > 1:
-                attributes[HTTP_RESEND_COUNT] = request.attempt - 1
+            if request.attempt > 1 or request.hedge:
+                attributes[HTTP_RESEND_COUNT] = request.attempt - 1 + request.hedge
+            if request.hedge:
+                attributes[PMC_HEDGE] = True
             span.set_attributes(attributes)
         context = span.get_span_context()
         if not context.is_valid:

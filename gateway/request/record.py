@@ -20,6 +20,7 @@ class AttemptRecord:
     error: str | None = None
     latency_ms: float = 0.0
     delay_ms: float = 0.0
+    hedge: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -28,6 +29,7 @@ class AttemptRecord:
             "error": self.error,
             "latencyMs": round(self.latency_ms, 3),
             "delayMs": round(self.delay_ms, 3),
+            "hedge": self.hedge,
         }
 
 
@@ -104,5 +106,6 @@ class RequestRecord:
     def gateway_added_s(self, elapsed_s: float) -> float:
         """What the gateway itself took of ``elapsed_s``: less the upstream attempts, the backoff
         before them and the rate-budget wait (waits it chose to make, not work it did)."""
-        elsewhere_ms = self.budget_wait_ms + self.job_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts)
+        # A hedge runs beside its attempt: only the attempts' own time line counts, once.
+        elsewhere_ms = self.budget_wait_ms + self.job_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts if not a.hedge)
         return max(0.0, elapsed_s - elsewhere_ms / 1000)

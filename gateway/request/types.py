@@ -29,19 +29,31 @@ class UpstreamRequest:
     idempotency_key: str | None = None
     attempt: int = 1
     delay_before_s: float = 0.0
+    hedge: bool = False  # a second, concurrent try of the same attempt (stages/hedging)
 
-    # Explicit copies for the two per-attempt changes: dataclasses.replace introspects the
+    # Explicit copies for the per-attempt changes: dataclasses.replace introspects the
     # fields on every call, which showed up in the request path's profile.
     def for_attempt(self, attempt: int, delay_before_s: float) -> UpstreamRequest:
         return UpstreamRequest(
-            self.method, self.target, self.route, self.headers, self.body, self.client, self.environment,
-            self.request_id, self.deadline, self.record, self.idempotency_key, attempt, delay_before_s,
+            method=self.method, target=self.target, route=self.route, headers=self.headers, body=self.body,
+            client=self.client, environment=self.environment, request_id=self.request_id, deadline=self.deadline,
+            record=self.record, idempotency_key=self.idempotency_key, attempt=attempt, delay_before_s=delay_before_s,
         )
 
     def with_headers(self, headers: Headers) -> UpstreamRequest:
         return UpstreamRequest(
-            self.method, self.target, self.route, headers, self.body, self.client, self.environment,
-            self.request_id, self.deadline, self.record, self.idempotency_key, self.attempt, self.delay_before_s,
+            method=self.method, target=self.target, route=self.route, headers=headers, body=self.body,
+            client=self.client, environment=self.environment, request_id=self.request_id, deadline=self.deadline,
+            record=self.record, idempotency_key=self.idempotency_key, attempt=self.attempt,
+            delay_before_s=self.delay_before_s, hedge=self.hedge,
+        )
+
+    def as_hedge(self, delay_before_s: float) -> UpstreamRequest:
+        return UpstreamRequest(
+            method=self.method, target=self.target, route=self.route, headers=self.headers, body=self.body,
+            client=self.client, environment=self.environment, request_id=self.request_id, deadline=self.deadline,
+            record=self.record, idempotency_key=self.idempotency_key, attempt=self.attempt,
+            delay_before_s=delay_before_s, hedge=True,
         )
 
     @property

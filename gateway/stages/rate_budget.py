@@ -87,6 +87,24 @@ def asks_from(settings: Settings) -> dict[tuple[str, str], BudgetAsk]:
     return table
 
 
+class KeyUsage:
+    """Each key's admissions in the last 60 s over its limit, as the last admission saw it (the
+    store's shared figure): what a hedge asks before spending a slot. Stale after a window."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._seen: dict[str, tuple[float, float]] = {}  # environment → (share, when)
+
+    def admitted(self, environment: str, used: int, limit: int) -> None:
+        self._seen[environment] = (used / limit if limit else 1.0, self._clock.monotonic())
+
+    def share(self, environment: str) -> float:
+        share, at = self._seen.get(environment, (0.0, -self.WINDOW_S))
+        return share if self._clock.monotonic() - at < self.WINDOW_S else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class RateBudgetStage:
     store: BudgetStore
@@ -94,6 +112,7 @@ class RateBudgetStage:
     max_wait_s: float
     clock: Clock
     observer: BudgetObserver
+    usage: KeyUsage | None = None
     name: str = field(default="rate_budget")
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
@@ -116,6 +135,8 @@ class RateBudgetStage:
             admission = await self.store.admit(ask, first=False)
             waited = self.clock.monotonic() - started
         self.observer.budget_admitted(request, waited, admission.used, ask.limit)
+        if self.usage is not None:
+            self.usage.admitted(request.environment, admission.used, ask.limit)
 
         response = await next(request)
         if response.status == 429:

@@ -7,6 +7,7 @@ the request may have been sent (which decides whether retrying is safe).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from collections.abc import Mapping
@@ -38,6 +39,9 @@ def client_ssl_context(ca_file: str) -> ssl.SSLContext:
         context.load_verify_locations(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+ABANDONED = "abandoned"  # an attempt cancelled before its answer: its connection is closed, never pooled
 
 
 class UpstreamClient:
@@ -100,7 +104,7 @@ class UpstreamClient:
         url = base_url + request.target
         started = self._clock.monotonic()
         remaining = request.deadline - started
-        attempt = AttemptRecord(attempt=request.attempt, delay_ms=request.delay_before_s * 1000)
+        attempt = AttemptRecord(attempt=request.attempt, delay_ms=request.delay_before_s * 1000, hedge=request.hedge)
         request.record.attempts.append(attempt)
         span, traceparent = self._telemetry.start_attempt_span(request, origin.host, origin.port, url.split("?", 1)[0])
         try:
@@ -110,6 +114,9 @@ class UpstreamClient:
             attempt.status = response.status
         except errors.UpstreamFailure as exc:
             attempt.error = exc.code
+            raise
+        except asyncio.CancelledError:
+            attempt.error = ABANDONED  # the other of a hedged pair answered first, or the caller left
             raise
         finally:
             elapsed = self._clock.monotonic() - started

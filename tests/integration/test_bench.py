@@ -87,3 +87,9 @@ def test_quick_budget_scenarios_compare_direct_and_two_replicas() -> None:
     down = next(r for r in outage["rows"] if r["target"] == "gateway")
     assert down["readsDuringOutage"] > 0 and down["servedDuringOutage"] >= 0.99 * down["readsDuringOutage"]
     assert "stale after booking" in render_scenarios(result)
+    flaky = {row["target"]: row for row in result["flaky"]["rows"]}
+    assert flaky["gateway, no hedging"]["success"] == flaky["gateway, hedging"]["success"] == 1.0
+    assert flaky["direct"]["success"] < 1.0  # the upstream's own 503s and hangs, unhidden
+    assert flaky["gateway, hedging"]["p99Ms"] < flaky["gateway, no hedging"]["p99Ms"]  # the hung 1 % no longer sets the tail
+    assert flaky["gateway, hedging"]["attemptsPerRequest"] <= 1.2
+    assert "flaky upstream" in render_scenarios(result)

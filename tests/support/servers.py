@@ -289,6 +289,7 @@ class ScriptedUpstream:
         self.script: deque[Step] = deque()
         self.default = Step()
         self.received: list[dict[str, Any]] = []
+        self.closed_early: list[str] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -311,7 +312,11 @@ class ScriptedUpstream:
         )
         step = self.script.popleft() if self.script else self.default
         if step.delay_s:
-            await asyncio.sleep(step.delay_s)
+            try:
+                await asyncio.sleep(step.delay_s)
+            except asyncio.CancelledError:
+                self.closed_early.append(request.path_qs)  # the caller closed the connection before the answer
+                raise
         if step.drop:
             assert request.transport is not None
             request.transport.close()

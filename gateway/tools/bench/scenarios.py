@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from gateway.settings import token_digest
+from gateway.tools.bench.flaky import render_flaky, run_flaky
 from gateway.tools.bench.read_scenarios import ReadScenarios, render_read_scenarios
 from gateway.tools.bench.runner import ADMIN_TOKEN, Bench, _free_port, _wait_http
 from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
@@ -198,6 +199,8 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
         result["readScenarios"] = await read_rows
     await runner.cleanup()
     await reads.close()
+    # Alone, after the others: it measures a tail, which the others' load would blur.
+    result["flaky"] = await run_flaky(bench, requests=500 if args.quick else 2000)
     return result
 
 
@@ -260,6 +263,7 @@ def render(result: dict[str, Any]) -> str:
             f"gateway {most['gateway']} (limit {result['limitPerMinute']})"
         )
     out += render_read_scenarios(result.get("readScenarios", []))
+    out += render_flaky(result.get("flaky"))
     return "\n".join(out)
 
 
