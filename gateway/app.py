@@ -276,6 +276,7 @@ def build_components(
             "apiKeys": key_ages.status_section,
             "webhooks": relay.status_section,
             "jobs": jobs.status_section,
+            "reads": read_invalidator.status_section,
         },
         extra_snapshot=lambda: {"exposition": metrics.local().decode()},
     )

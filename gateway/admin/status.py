@@ -25,6 +25,7 @@ from gateway.store.protocols import MembershipStore
 PUBLISH_INTERVAL_S = 2.0
 SNAPSHOT_TTL_S = 10.0
 RECENT_FAILURES = 50
+READ_KINDS = ("hit", "stale", "collapsed", "miss", "bypass", "hedges")
 USAGE_WINDOW_S = 60
 
 
@@ -65,6 +66,10 @@ class UsageWindow:
                     total[key] = total.get(key, 0) + n
         return total
 
+    def total(self, kind: str) -> int:
+        """Every count of ``kind`` over the window."""
+        return sum(self._totals(kind).values())
+
     def counts(self) -> dict[str, int]:
         """``{"environment|client": attempts}`` over the window."""
         return self._totals("attempts")
@@ -99,6 +104,7 @@ class StatusBoard:
         self.slo = SloTracker(clock, tail_ms=targets.latency_tail_ms, added_target_ms=targets.added_latency_target_ms)
         self._failures: deque[dict[str, object]] = deque(maxlen=RECENT_FAILURES)
         self._usage = UsageWindow(clock)
+        self._reads = UsageWindow(clock)  # shared-read results and hedges, by kind, last minute
         self._task: asyncio.Task[None] | None = None
 
     def observe(self, record: RequestRecord) -> None:
@@ -112,6 +118,11 @@ class StatusBoard:
             self._usage.add(environment, record.client, 1, "waited")
         if record.error_code == "RATE_BUDGET_EXHAUSTED":
             self._usage.add(environment, record.client, 1, "refused")
+        if record.cache is not None:
+            self._reads.add("", "", 1, record.cache.status)
+        hedges = sum(1 for attempt in record.attempts if attempt.hedge)
+        if hedges:
+            self._reads.add("", "", hedges, "hedges")
         if is_failure(record):
             self._failures.appendleft(
                 {
@@ -135,6 +146,7 @@ class StatusBoard:
             "failures": list(self._failures),
             "usage": self._usage.counts(),
             "budgetUse": self._usage.budget(),
+            "reads": {kind: self._reads.total(kind) for kind in READ_KINDS},
             **self._extra_snapshot(),
         }
 
@@ -188,6 +200,7 @@ class StatusBoard:
             "recentFailures": failures,
             "budgetUseLastMinute": usage,
             "budgetByClientLastMinute": budget_use,
+            "readsLastMinute": {kind: sum(s.get("reads", {}).get(kind, 0) for s in snapshots) for kind in READ_KINDS},
         }
         for name, section in self._sections.items():
             document[name] = section()

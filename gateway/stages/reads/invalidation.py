@@ -29,6 +29,14 @@ class ReadInvalidator:
         self._rules = rules
         self._environments = tuple(environments)
         self._observer = observer
+        self.counts: dict[str, int] = {}  # by source, since start (this process): the status page's line
+
+    def status_section(self) -> dict[str, object]:
+        return {"routes": sorted(self._rules.routes), "coalesce": self._rules.coalesce, "invalidations": dict(self.counts)}
+
+    def _counted(self, source: str) -> None:
+        self.counts[source] = self.counts.get(source, 0) + 1
+        self._observer.read_invalidated(source)
 
     def _scopes(self, environments: Iterable[str], routes: Iterable[str]) -> list[str]:
         routes = tuple(routes)
@@ -41,7 +49,7 @@ class ReadInvalidator:
             return
         environments = (environment,) if environment in self._environments else self._environments
         await self._store.read_invalidate(self._scopes(environments, routes))
-        self._observer.read_invalidated(source)
+        self._counted(source)
 
     async def purge(self, environment: str | None, route: str | None) -> int:
         """Drop entries (all, one environment's, one route's), on every replica sharing the store."""
@@ -55,5 +63,5 @@ class ReadInvalidator:
             dropped = await self._store.read_purge(self._scopes(environments, routes))
         except StoreError as exc:
             raise StoreUnavailable("the store is unreachable: nothing was purged; retry later", retry_after_s=5) from exc
-        self._observer.read_invalidated("purge")
+        self._counted("purge")
         return dropped
