@@ -101,6 +101,7 @@ class Components:
     key_ages: KeyAges
     readiness: Readiness
     config_path: Path | None = None
+    admin_port: int | None = None  # bound port of server.admin_listen, once serving
 
     @property
     def draining(self) -> bool:
@@ -360,10 +361,12 @@ def lifecycle(c: Components) -> list[CleanupContext]:
     ]
 
 
-def build_app(components: Components) -> web.Application:
-    """The aiohttp application for one process, from its components."""
+ADMIN_PREFIX = "/_gateway/"
+
+
+def _application(components: Components) -> web.Application:
     settings = components.settings
-    app = web.Application(
+    return web.Application(
         middlewares=[
             inbound_middleware(
                 clock=components.clock,
@@ -380,49 +383,69 @@ def build_app(components: Components) -> web.Application:
         # 75 s idle keep-alive (aiohttp's default is an hour): stalled callers cannot hold sockets
         handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100, "keepalive_timeout": 75},
     )
-    app[COMPONENTS] = components
-    app.cleanup_ctx.extend(lifecycle(components))
-    app.add_routes(
-        admin_routes(
-            readiness=components.readiness.reasons,
-            status=components.status,
-            records=components.records,
-            metrics_text=components.metrics.group_text(components.status)
-            if settings.telemetry.prometheus
-            else None,
-            admin_token=lambda: components.secrets.admin_token,
-            reload=lambda: reload_or_signal(components),
-            purge_reads=components.read_invalidator.purge if settings.reads is not None else None,
-        )
+
+
+def _routes(components: Components) -> tuple[list[web.RouteDef], list[web.RouteDef]]:
+    """(the callers' routes: /v1 and the webhook ingress, the operators': everything under /_gateway/)."""
+    settings = components.settings
+    operators = admin_routes(
+        readiness=components.readiness.answer,
+        status=components.status,
+        records=components.records,
+        metrics_text=components.metrics.group_text(components.status) if settings.telemetry.prometheus else None,
+        admin_token=lambda: components.secrets.admin_token,
+        reload=lambda: reload_or_signal(components),
+        purge_reads=components.read_invalidator.purge if settings.reads is not None else None,
+        metrics_token=lambda: components.secrets.metrics_token,
     )
+    callers: list[web.RouteDef] = []
     if settings.webhooks.secret_envs:  # [] turns ingress off
-        app.add_routes(
-            webhook_routes(
-                settings=settings.webhooks,
-                secrets=lambda: components.secrets.webhook_secrets,
-                store=components.store,
-                clock=components.clock,
-                telemetry=components.telemetry,
-                max_body_bytes=settings.server.max_body_bytes,
-                body_timeout_s=settings.server.body_timeout_ms / 1000,
-                trusted=trusted_networks(settings.server.trusted_proxies),
-                admin_token=lambda: components.secrets.admin_token,
-                environments=tuple(settings.environments),
-                reads=components.read_invalidator,
-            )
-        )
-    app.router.add_route(
-        "*",
-        "/v1/{tail:.*}",
-        proxy_handler(
-            chain=components.chain,
+        for route in webhook_routes(
+            settings=settings.webhooks,
+            secrets=lambda: components.secrets.webhook_secrets,
+            store=components.store,
             clock=components.clock,
-            deadline_s=settings.upstream.deadline_ms / 1000,
+            telemetry=components.telemetry,
             max_body_bytes=settings.server.max_body_bytes,
             body_timeout_s=settings.server.body_timeout_ms / 1000,
-        ),
-        name="proxy",
+            trusted=trusted_networks(settings.server.trusted_proxies),
+            admin_token=lambda: components.secrets.admin_token,
+            environments=tuple(settings.environments),
+            reads=components.read_invalidator,
+        ):
+            (operators if route.path.startswith(ADMIN_PREFIX) else callers).append(route)
+    callers.append(
+        web.route(
+            "*",
+            "/v1/{tail:.*}",
+            proxy_handler(
+                chain=components.chain,
+                clock=components.clock,
+                deadline_s=settings.upstream.deadline_ms / 1000,
+                max_body_bytes=settings.server.max_body_bytes,
+                body_timeout_s=settings.server.body_timeout_ms / 1000,
+            ),
+            name="proxy",
+        )
     )
+    return callers, operators
+
+
+def build_app(components: Components) -> web.Application:
+    """The aiohttp application for one process, from its components: with ``server.admin_listen``
+    set, the callers' routes only (``build_admin_app`` serves the rest on its own address)."""
+    app = _application(components)
+    app[COMPONENTS] = components
+    app.cleanup_ctx.extend(lifecycle(components))
+    callers, operators = _routes(components)
+    app.add_routes(callers if components.settings.server.admin_listen else [*operators, *callers])
+    return app
+
+
+def build_admin_app(components: Components) -> web.Application:
+    """``/_gateway/*`` alone, for ``server.admin_listen``; the resources belong to ``build_app``'s."""
+    app = _application(components)
+    app.add_routes(_routes(components)[1])
     return app
 
 

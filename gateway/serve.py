@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.app import Components, build_app, build_components
+from gateway.app import Components, build_admin_app, build_app, build_components
 from gateway.inbound.connection_guard import GuardedTCPSite
 from gateway.observability import log as gateway_log
 from gateway.reload import reload
@@ -86,6 +86,7 @@ async def run_worker(
     runner = web.AppRunner(
         app, shutdown_timeout=settings.server.shutdown_grace_s, handle_signals=False, access_log=None
     )
+    admin_runner: web.AppRunner | None = None
     try:
         await runner.setup()  # starts every resource; one that fails closes those started before it
         site = GuardedTCPSite(
@@ -99,6 +100,12 @@ async def run_worker(
         )
         await site.start()
         port = _bound_port(runner) or settings.server.port
+        if settings.server.admin_listen:
+            admin_runner = web.AppRunner(build_admin_app(components), handle_signals=False, access_log=None, shutdown_timeout=1)
+            await admin_runner.setup()
+            await web.TCPSite(admin_runner, settings.server.admin_host, settings.server.admin_port, reuse_port=reuse_port or None).start()
+            components.admin_port = _bound_port(admin_runner)
+            log.info("admin_listening", url=f"http://{settings.server.admin_host}:{components.admin_port}")
         loop = asyncio.get_running_loop()
         if stop is None:  # standalone: signals drive the stop; embedded: the caller's event does
             stop = asyncio.Event()
@@ -114,6 +121,8 @@ async def run_worker(
         components.draining = True
         log.info("draining", graceS=settings.server.shutdown_grace_s)
     finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await runner.cleanup()
     log.info("stopped")
 

@@ -73,12 +73,26 @@ class ServerSettings(_Section):
     header_timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
     body_timeout_ms: Annotated[int, Field(ge=100, le=300_000)] = 10_000
     trusted_proxies: StrTuple = ()
+    admin_listen: str = ""  # set: /_gateway/* is served on this address only (404 on listen)
     tls: TlsSettings | None = None
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         return _listen_address(value)
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _admin_listen(cls, value: str) -> str:
+        return value and _listen_address(value)
+
+    @property
+    def admin_host(self) -> str:
+        return self.admin_listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def admin_port(self) -> int:
+        return int(self.admin_listen.rpartition(":")[2])
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -314,6 +328,7 @@ class TelemetrySettings(_Section):
     otlp_endpoint: str = ""
     otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
     prometheus: bool = True
+    metrics_token_env: str = ""  # a variable holding a scrape-only token, accepted for /_gateway/metrics alone
     latency_target_ms: Annotated[float, Field(gt=0, le=60_000)] = 180
     availability_target: Annotated[float, Field(gt=0, lt=1)] = 0.9995
     latency_tail_ms: float = 1000  # end-to-end tail threshold: a bound of SECONDS_BUCKETS
@@ -557,6 +572,7 @@ class Secrets:
     webhook_secrets: tuple[bytes, ...]
     subscriber_secrets: Mapping[str, bytes]
     redis_password: str | None = None
+    metrics_token: str | None = None
 
     def __repr__(self) -> str:  # keeps secrets out of tracebacks and debug output
         return f"Secrets(environments={sorted(self.api_keys)}, admin_token={'set' if self.admin_token else 'unset'})"
@@ -648,9 +664,19 @@ def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None
         if not redis_password:
             problems.append(f"store.password_env: environment variable {settings.store.password_env} is not set")
 
+    metrics_token = None
+    if settings.telemetry.metrics_token_env:
+        metrics_token = environ.get(settings.telemetry.metrics_token_env)
+        if not metrics_token:
+            problems.append(f"telemetry.metrics_token_env: environment variable {settings.telemetry.metrics_token_env} is not set")
+        elif len(metrics_token) < 16:
+            problems.append("telemetry.metrics_token_env: the metrics token must be at least 16 characters")
+        elif metrics_token == admin_token:
+            problems.append("telemetry.metrics_token_env: the metrics token must differ from the admin token")
+
     if problems:
         raise ConfigError(problems)
-    return Secrets(api_keys, admin_token, webhook_secrets, subscriber_secrets, redis_password)
+    return Secrets(api_keys, admin_token, webhook_secrets, subscriber_secrets, redis_password, metrics_token)
 
 
 def token_digest(token: str) -> str:

@@ -10,6 +10,7 @@ from importlib import resources
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.admin.readiness import ReadinessAnswer
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
 from gateway.errors import BadRequest, NotFound
@@ -19,24 +20,24 @@ from gateway.request.envelope import json_response
 
 def admin_routes(
     *,
-    readiness: Callable[[], list[str]],
+    readiness: Callable[[], ReadinessAnswer],
     status: StatusBoard,
     records: RecordWriter,
     metrics_text: Callable[[], Awaitable[bytes]] | None,
     admin_token: Callable[[], str | None],
     reload: Callable[[], tuple[int, dict[str, object]]] | None = None,
     purge_reads: Callable[[str | None, str | None], Awaitable[int]] | None = None,
+    metrics_token: Callable[[], str | None] = lambda: None,
 ) -> list[web.RouteDef]:
     guard = admin_guard(admin_token)
+    scrape_guard = admin_guard(admin_token, metrics_token)
 
     async def health(_: web.Request) -> web.StreamResponse:
         return json_response({"status": "ok"})
 
     async def ready(_: web.Request) -> web.StreamResponse:
-        reasons = readiness()
-        if reasons:
-            return json_response({"status": "unavailable", "reasons": reasons}, status=503)
-        return json_response({"status": "ok"})
+        answer = readiness()
+        return json_response(answer.to_json(), status=answer.http_status)
 
     async def metrics(_: web.Request) -> web.StreamResponse:
         assert metrics_text is not None
@@ -97,5 +98,5 @@ def admin_routes(
     if reload is not None:
         routes.append(web.post("/_gateway/reload", guard(reload_config), name="reload"))
     if metrics_text is not None:
-        routes.append(web.get("/_gateway/metrics", guard(metrics), name="metrics"))
+        routes.append(web.get("/_gateway/metrics", scrape_guard(metrics), name="metrics"))
     return routes

@@ -223,10 +223,10 @@ async def test_health_and_ready(sim: tuple[str, Simulator], session: aiohttp.Cli
         status, _, body = await call(session, "GET", f"{gw.url}/_gateway/health", token=None)
         assert (status, json.loads(body)["status"]) == (200, "ok")
         status, _, body = await call(session, "GET", f"{gw.url}/_gateway/ready", token=None)
-        assert (status, json.loads(body)["status"]) == (200, "ok")
+        assert (status, json.loads(body)) == (200, {"status": "ready"})
         gw.components.draining = True
         status, _, body = await call(session, "GET", f"{gw.url}/_gateway/ready", token=None)
-        assert status == 503 and "shutting down" in json.loads(body)["reasons"]
+        assert (status, json.loads(body)["status"]) == (503, "not_ready") and "shutting down" in json.loads(body)["problems"]
 
 
 async def test_lost_connection_after_sending_is_not_retried_for_post(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:

@@ -53,7 +53,7 @@ async def test_two_processes_share_budget_breaker_and_idempotency(
     a, b = processes[-2:]
     for gateway_process in (a, b):  # ready: the store is reachable (a cluster's MOVED is followed, not an error)
         status, _, body = await call(session, "GET", f"{gateway_process.url}/_gateway/ready", token=None)
-        assert status == 200, body
+        assert (status, json.loads(body)["status"]) == (200, "ready"), body
 
     # one idempotency record: the same key on both replicas books once
     booking = {"eventTypeId": "evt_demo"}
@@ -127,7 +127,7 @@ async def test_a_sentinel_failover_is_followed_and_loses_no_accepted_webhook(
         assert topology.master_port() != old_primary, "sentinel did not promote the replica"
         ready = [False, False]
         while time.monotonic() < promoted + 10 and not all(ready):
-            ready = [(await call(session, "GET", f"{p.url}/_gateway/ready", token=None))[0] == 200 for p in (a, b)]
+            ready = [json.loads((await call(session, "GET", f"{p.url}/_gateway/ready", token=None))[2])["status"] == "ready" for p in (a, b)]
             await asyncio.sleep(0.2)
         followed_s = time.monotonic() - promoted
         stop.set()

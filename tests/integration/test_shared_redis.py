@@ -174,15 +174,18 @@ async def test_redis_killed_mid_traffic_then_back(upstream: ScriptedUpstream, re
         await asyncio.sleep(0.5)
         redis_server.stop()
         await asyncio.sleep(1.5)
+        # SPEC §6: still serving on the local share, so still in the load balancer: 200 degraded
         status, _, body = await call(session, "GET", f"{process.url}/_gateway/ready", token=None)
-        assert status == 503 and any("store unreachable" in r for r in json.loads(body)["reasons"])
+        assert (status, json.loads(body)["status"]) == (200, "degraded")
+        assert any("store unreachable" in r for r in json.loads(body)["problems"])
         served_while_down = len(statuses)
         await asyncio.sleep(1.0)
         assert len(statuses) > served_while_down  # still answering
         redis_server.start()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if (await call(session, "GET", f"{process.url}/_gateway/ready", token=None))[0] == 200:
+            _, _, body = await call(session, "GET", f"{process.url}/_gateway/ready", token=None)
+            if json.loads(body)["status"] == "ready":
                 break
             await asyncio.sleep(0.2)
         else:
@@ -205,7 +208,7 @@ async def test_gateway_starts_and_serves_with_redis_down(upstream: ScriptedUpstr
     processes.append(process)
     assert (await call(session, "GET", f"{process.url}/v1/users/me"))[0] == 200
     status, _, body = await call(session, "GET", f"{process.url}/_gateway/ready", token=None)
-    assert status == 503 and "store unreachable" in json.loads(body)["reasons"][0]
+    assert (status, json.loads(body)["status"]) == (200, "degraded") and "store unreachable" in json.loads(body)["problems"][0]
 
 
 async def test_workers_share_one_port_and_one_store(upstream: ScriptedUpstream, redis_url: str, tmp_path: Path, processes: list[GatewayProcess], session: aiohttp.ClientSession) -> None:
