@@ -90,11 +90,19 @@ def test_deployment_runs_replicas_with_probes_budget_and_secrets() -> None:
     spec = deployment["spec"]
     assert spec["replicas"] >= 3 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = spec["template"]
-    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/_gateway/metrics"
+    # a stock annotation scrape sends no token and would get 401: none is shipped
+    assert not any(k.startswith("prometheus.io/") for k in pod["metadata"].get("annotations", {}))
     container = pod["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/_gateway/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/_gateway/health"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/_gateway/ready", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/_gateway/health", "port": "admin"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "admin": 9901}
+    traffic = next(s for s in by_kind["Service"] if s["metadata"]["name"] == "pmc-gateway")
+    assert [p["targetPort"] for p in traffic["spec"]["ports"]] == ["http"]  # admin never on the traffic Service
+    monitor = yaml.safe_load((K8S / "optional" / "servicemonitor.yaml").read_text())
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert (endpoint["port"], endpoint["path"]) == ("admin", "/_gateway/metrics")
+    assert endpoint["authorization"]["credentials"] == {"name": "pmc-gateway-secrets", "key": "metrics-token"}
+    assert any(e["name"] == "PMC_GATEWAY_METRICS_TOKEN" for e in container["env"])
     assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
     assert all("valueFrom" in e and "secretKeyRef" in e["valueFrom"] for e in container["env"])  # no literal secrets
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -105,5 +113,6 @@ def test_deployment_runs_replicas_with_probes_budget_and_secrets() -> None:
     config = tomllib.loads((K8S / "gateway.toml").read_text())
     parsed = settings.parse(config)  # the mounted config is valid (secrets come from the cluster)
     assert parsed.server.listen.startswith("0.0.0.0:") and parsed.store.url.startswith("redis://")
+    assert parsed.server.admin_port == 9901 and parsed.telemetry.metrics_token_env == "PMC_GATEWAY_METRICS_TOKEN"
     assert parsed.server.shutdown_grace_s < pod["spec"]["terminationGracePeriodSeconds"]
     assert "--appendonly" in by_kind["StatefulSet"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
