@@ -7,7 +7,15 @@ import json
 
 import aiohttp
 
-from tests.support.servers import ADMIN_TOKEN, WEB_TOKEN, ScriptedUpstream, call, free_port, gateway, gateway_document
+from tests.support.servers import (
+    ADMIN_TOKEN,
+    WEB_TOKEN,
+    ScriptedUpstream,
+    call,
+    free_port,
+    gateway,
+    gateway_document,
+)
 
 SCRAPE_TOKEN = "scrape-only-token-0123456789"
 

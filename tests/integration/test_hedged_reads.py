@@ -9,7 +9,14 @@ import time
 
 import aiohttp
 
-from tests.support.servers import ADMIN_TOKEN, ScriptedUpstream, Step, call, gateway, gateway_document
+from tests.support.servers import (
+    ADMIN_TOKEN,
+    ScriptedUpstream,
+    Step,
+    call,
+    gateway,
+    gateway_document,
+)
 
 HEDGING = {"routes": ["/v1/availability", "/v1/bookings"], "quantile": 0.95, "min_delay_ms": 20, "max_delay_ms": 150}
 

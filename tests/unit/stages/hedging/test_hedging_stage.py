@@ -137,7 +137,7 @@ async def test_a_failed_hedge_leaves_the_first_try_to_answer() -> None:
 async def test_both_failing_gives_the_first_tries_failure_to_the_retry_stage() -> None:
     from gateway.errors import UpstreamTimeout
 
-    hedging, outcomes, clock = stage()
+    hedging, _, clock = stage()
     tries = Tries(first=UpstreamTimeout("slow", sent=True), hedge=UpstreamResponse(503, (), b"busy"))
     pending = asyncio.create_task(hedging(availability(clock), tries))
     await asyncio.sleep(0.01)
