@@ -248,6 +248,7 @@ def build_components(
                 clock=clock,
                 observer=observers,
                 keys=credentials,
+                circuits=breakers,
             ),
             *([hedging] if hedging is not None else []),
             BreakerStage(breakers, observers),

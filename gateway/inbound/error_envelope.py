@@ -50,6 +50,7 @@ def envelope_for(exc: BaseException, request: web.Request, record: RequestRecord
 
 
 def count_attempts(response: web.StreamResponse, record: RequestRecord) -> None:
-    """A proxied answer says how many upstream attempts it took."""
-    if record.proxied:
-        response.headers["X-Gateway-Attempts"] = str(len(record.attempts))
+    """Every answer to a /v1/ request says how many upstream attempts it took (SPEC §4), the
+    gateway's own refusals included (0)."""
+    if record.proxied or record.path.startswith("/v1/"):
+        response.headers["X-Gateway-Attempts"] = str(record.own_attempts)

@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from gateway.core.clock import Clock
 from gateway.errors import BadRequest
 from gateway.request import headers as header_rules
-from gateway.request.body import read_body
+from gateway.request.body import check_json, read_body
 from gateway.request.chain import Chain
 from gateway.request.keys import CALLER, RECORD
 from gateway.request.record import RequestRecord
@@ -54,6 +54,7 @@ def proxy_handler(*, chain: Chain, clock: Clock, deadline_s: float, max_body_byt
             raise BadRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
         record.idempotency_key = idempotency_key
         body = await read_body(request, max_body_bytes, body_timeout_s)
+        check_json(body, request.headers.get("Content-Type"))
         upstream_request = UpstreamRequest(
             method=request.method,
             target=target,

@@ -28,6 +28,11 @@ def open_record(request: web.Request, clock: Clock) -> RequestRecord:
     return record
 
 
+SERVER = "pmc-gateway"  # never a library's name or version (SPEC §4)
+
+
 def echo_request_id(response: web.StreamResponse, record: RequestRecord) -> None:
-    """Every answer carries the id its record and log lines are under."""
-    response.headers["X-Request-Id"] = record.request_id
+    """Every answer carries the id its record and log lines are under, and says who made it."""
+    headers = response.headers
+    headers["X-Request-Id"] = record.request_id
+    headers["Server"] = SERVER

@@ -21,6 +21,7 @@ class AttemptRecord:
     latency_ms: float = 0.0
     delay_ms: float = 0.0
     hedge: bool = False
+    job_poll: bool = False  # made while following the job this request created
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -30,6 +31,7 @@ class AttemptRecord:
             "latencyMs": round(self.latency_ms, 3),
             "delayMs": round(self.delay_ms, 3),
             "hedge": self.hedge,
+            **({"jobPoll": True} if self.job_poll else {}),
         }
 
 
@@ -74,6 +76,12 @@ class RequestRecord:
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property
+    def own_attempts(self) -> int:
+        """Upstream attempts for this request itself (``X-Gateway-Attempts``): tries, retries,
+        hedges; not the polls made while following its job (those are the job's, in ``job``)."""
+        return sum(1 for a in self.attempts if not a.job_poll)
+
+    @property
     def proxied(self) -> bool:
         """A caller's /v1 request (authenticated), not an admin, health or webhook call."""
         return self.client is not None
@@ -106,6 +114,9 @@ class RequestRecord:
     def gateway_added_s(self, elapsed_s: float) -> float:
         """What the gateway itself took of ``elapsed_s``: less the upstream attempts, the backoff
         before them and the rate-budget wait (waits it chose to make, not work it did)."""
-        # A hedge runs beside its attempt: only the attempts' own time line counts, once.
-        elsewhere_ms = self.budget_wait_ms + self.job_wait_ms + sum(a.latency_ms + a.delay_ms for a in self.attempts if not a.hedge)
+        # A hedge runs beside its attempt, and a job's polls inside the job's wait: each
+        # stretch of time counts once.
+        elsewhere_ms = self.budget_wait_ms + self.job_wait_ms + sum(
+            a.latency_ms + a.delay_ms for a in self.attempts if not a.hedge and not a.job_poll
+        )
         return max(0.0, elapsed_s - elsewhere_ms / 1000)

@@ -30,6 +30,7 @@ class UpstreamRequest:
     attempt: int = 1
     delay_before_s: float = 0.0
     hedge: bool = False  # a second, concurrent try of the same attempt (stages/hedging)
+    follow: bool = False  # a poll the gateway makes while following a job (not an attempt of this request's own)
 
     # Explicit copies for the per-attempt changes: dataclasses.replace introspects the
     # fields on every call, which showed up in the request path's profile.
@@ -38,6 +39,7 @@ class UpstreamRequest:
             method=self.method, target=self.target, route=self.route, headers=self.headers, body=self.body,
             client=self.client, environment=self.environment, request_id=self.request_id, deadline=self.deadline,
             record=self.record, idempotency_key=self.idempotency_key, attempt=attempt, delay_before_s=delay_before_s,
+            follow=self.follow,
         )
 
     def with_headers(self, headers: Headers) -> UpstreamRequest:
@@ -45,7 +47,7 @@ class UpstreamRequest:
             method=self.method, target=self.target, route=self.route, headers=headers, body=self.body,
             client=self.client, environment=self.environment, request_id=self.request_id, deadline=self.deadline,
             record=self.record, idempotency_key=self.idempotency_key, attempt=self.attempt,
-            delay_before_s=self.delay_before_s, hedge=self.hedge,
+            delay_before_s=self.delay_before_s, hedge=self.hedge, follow=self.follow,
         )
 
     def as_hedge(self, delay_before_s: float) -> UpstreamRequest:
@@ -53,7 +55,7 @@ class UpstreamRequest:
             method=self.method, target=self.target, route=self.route, headers=self.headers, body=self.body,
             client=self.client, environment=self.environment, request_id=self.request_id, deadline=self.deadline,
             record=self.record, idempotency_key=self.idempotency_key, attempt=self.attempt,
-            delay_before_s=delay_before_s, hedge=True,
+            delay_before_s=delay_before_s, hedge=True, follow=self.follow,
         )
 
     @property

@@ -42,6 +42,7 @@ ETA = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _ETA_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0}
 CACHE_HEADER = "X-Gateway-Cache"
 SHARED_POLL_CHECK_S = 0.05
+LAST_POLL_ALLOWANCE_S = 0.5  # the poll at the bound gets this much of the deadline to be answered
 
 
 class BookingChanges(Protocol):
@@ -149,7 +150,8 @@ class JobsStage:
         wait = preferred_wait(request.headers)
         if not wait:
             return response
-        bound = min(float(wait), self.max_wait_s, request.deadline - self.clock.monotonic())
+        # The last poll is made at the bound and must still fit the request's deadline.
+        bound = min(float(wait), self.max_wait_s, request.deadline - self.clock.monotonic() - LAST_POLL_ALLOWANCE_S)
         task = asyncio.create_task(self._follow(request, job_id, eta_s(payload), bound, next))
         self.following.add(task)
         task.add_done_callback(self.following.discard)
@@ -167,13 +169,24 @@ class JobsStage:
         end = started + bound_s
         delay = min(eta if eta is not None and eta > 0 else FIRST_POLL_MAX_S, FIRST_POLL_MAX_S)
         poll = UpstreamRequest(
-            "GET", f"/v1/jobs/{job_id}", "/v1/jobs/{id}",
-            tuple((k, v) for k, v in request.headers if k.lower() not in ("content-type", "idempotency-key", "prefer")),
-            b"", request.client, request.environment, request.request_id, end, request.record,
+            method="GET",
+            target=f"/v1/jobs/{job_id}",
+            route="/v1/jobs/{id}",
+            headers=tuple((k, v) for k, v in request.headers if k.lower() not in ("content-type", "idempotency-key", "prefer")),
+            body=b"",
+            client=request.client,
+            environment=request.environment,
+            request_id=request.request_id,
+            deadline=request.deadline,
+            record=request.record,
+            follow=True,
         )
-        while self.clock.monotonic() + delay < end:
-            await self.clock.sleep(delay)
-            answer = await self.poll(poll, job_id, next)
+        while True:
+            # the next poll, or the last one at the bound: a job final by then is answered final
+            last = self.clock.monotonic() + delay >= end
+            await self.clock.sleep(max(0.0, min(delay, end - self.clock.monotonic())))
+            # the poll at the bound goes upstream even inside another's interval: it is the last word
+            answer = await self.poll(poll, job_id, next, shared=not last)
             state = state_of(answer)
             if state in FINAL_STATES:
                 self.observer.job_followed(request, str(state), self.clock.monotonic() - started)
@@ -182,9 +195,10 @@ class JobsStage:
                 # not a job answer (not JSON, no state, an error): the follow ends with what was sent
                 self.observer.job_followed(request, "failed", None)
                 return answer
+            if self.clock.monotonic() >= end:
+                self.observer.job_followed(request, "not_final", None)
+                return None
             delay = min(delay * POLL_BACKOFF, POLL_MAX_S)
-        self.observer.job_followed(request, "not_final", None)
-        return None
 
     async def _answer_of_the_poll_in_flight(self, key: str) -> dict[str, str]:
         """Another caller holds this interval's poll and its answer is not stored yet: wait for
@@ -198,14 +212,14 @@ class JobsStage:
                 return entry
         return {}
 
-    async def poll(self, request: UpstreamRequest, job_id: str, next: Upstream) -> UpstreamResponse:
+    async def poll(self, request: UpstreamRequest, job_id: str, next: Upstream, *, shared: bool = True) -> UpstreamResponse:
         """One caller's poll of a job: from the store when it can be, else one upstream poll."""
         key = job_entry_key(request.environment, job_id)
         entry = await self.store.job_get(key) or {}
         if "final" in entry:
             self._polled(request, "cache")
             return decode(entry["final"], "hit")
-        if not await self.store.job_poll_claim(key, self.poll_interval_s):
+        if shared and not await self.store.job_poll_claim(key, self.poll_interval_s):
             shared = entry if "last" in entry else await self._answer_of_the_poll_in_flight(key)
             if "final" in shared:
                 self._polled(request, "cache")

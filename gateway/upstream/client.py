@@ -77,6 +77,8 @@ class UpstreamClient:
         self._telemetry = telemetry
         self._after_answer = after_answer
         self._hosts = {base: (URL(base).host or "", URL(base).port or 0) for base in self._base_urls.values()}
+        # a path in base_url (https://proxy.internal/pinmycal) is kept as a prefix of every target
+        self._prefixes = {base: URL(base).raw_path.rstrip("/") for base in self._base_urls.values()}
 
     async def start(self) -> None:
         for base_url in set(self._base_urls.values()):
@@ -104,13 +106,15 @@ class UpstreamClient:
         url = base_url + request.target
         started = self._clock.monotonic()
         remaining = request.deadline - started
-        attempt = AttemptRecord(attempt=request.attempt, delay_ms=request.delay_before_s * 1000, hedge=request.hedge)
+        attempt = AttemptRecord(
+            attempt=request.attempt, delay_ms=request.delay_before_s * 1000, hedge=request.hedge, job_poll=request.follow
+        )
         request.record.attempts.append(attempt)
         span, traceparent = self._telemetry.start_attempt_span(request, origin.host, origin.port, url.split("?", 1)[0])
         try:
             if remaining <= 0:
                 raise errors.UpstreamTimeout("deadline passed before the attempt", sent=False)
-            response = await self._send(origin, request, traceparent, remaining)
+            response = await self._send(origin, request, traceparent, remaining, self._prefixes[base_url])
             attempt.status = response.status
         except errors.UpstreamFailure as exc:
             attempt.error = exc.code
@@ -131,14 +135,14 @@ class UpstreamClient:
         self._telemetry.end_attempt(span, status, error, end_ns)
         self._telemetry.attempt_finished(request, status, error, elapsed)
 
-    async def _send(self, origin: Http1Origin, request: UpstreamRequest, traceparent: str, remaining: float) -> UpstreamResponse:
+    async def _send(self, origin: Http1Origin, request: UpstreamRequest, traceparent: str, remaining: float, prefix: str) -> UpstreamResponse:
         outgoing = [*request.headers, ("X-Request-Id", request.request_id)]
         if traceparent:
             outgoing.append(("traceparent", traceparent))
         try:
             answer = await origin.request(
                 request.method,
-                request.target,
+                prefix + request.target,
                 outgoing,
                 request.body,
                 timeout_s=min(self._attempt_timeout_s, remaining),

@@ -173,3 +173,20 @@ async def test_the_creating_requests_record_shows_the_jobs_end_and_the_webhook_d
     event = record["events"][0]
     assert event["type"] == "booking.created" and event["deliveries"] == [{"subscriber": "booking-svc", "status": "delivered", "attempts": 1}]
     assert "what happened next" in printed and "booking-svc: delivered" in printed and accepted["jobId"] in printed
+
+
+async def test_a_job_final_just_before_the_bound_is_answered_final_by_a_last_poll_at_the_bound(session: aiohttp.ClientSession) -> None:
+    """Polls at 1 s and 2.5 s find it pending; it completes at 2.8 s; the next backed-off poll would
+    be at 4.75 s, past wait=3, so the last one is made at the bound (SPEC §5)."""
+    runner, sim_url, sim = await simulator(job_eta_s=2.8)
+    try:
+        async with gateway(gateway_document(sim_url)) as gw:
+            started = time.monotonic()
+            status, headers, body = await book(session, gw.url, "respond-async, wait=3")
+            took = time.monotonic() - started
+    finally:
+        await runner.cleanup()
+    assert status == 200 and body["state"] == "completed" and headers["Preference-Applied"] == "wait=3"
+    assert 2.8 <= took < 3.5
+    assert headers["X-Gateway-Attempts"] == "1"  # the POST; the follow's polls are the job's (triage), not here
+    assert job_polls(sim) == 3

@@ -87,6 +87,11 @@ class BreakerBoard:
             await asyncio.sleep(SYNC_INTERVAL_S)
             await self.sync_once()
 
+    def refuses_after(self, environment: str, route: str, wait_s: float) -> bool:
+        """Whether a call after ``wait_s`` would still find the circuit open (retry/stage.py)."""
+        breaker = self.get(environment, route)
+        return breaker.state == "open" and breaker.seconds_until_trial() > wait_s
+
     def states(self) -> list[tuple[str, str, str]]:
         """(environment, route, state) of every breaker, for the state gauge."""
         return [(b.name.partition(":")[0], b.name.partition(":")[2], b.state) for b in self.breakers.values()]

@@ -39,6 +39,17 @@ class NoKeyRotation:
         return False
 
 
+class CircuitView(Protocol):
+    """The breakers' side of "no backoff toward an attempt that cannot be made" (stages/breaker/)."""
+
+    def refuses_after(self, environment: str, route: str, wait_s: float) -> bool: ...
+
+
+class NoCircuits:
+    def refuses_after(self, environment: str, route: str, wait_s: float) -> bool:
+        return False
+
+
 class RetryObserver(Protocol):
     def retried(self, request: UpstreamRequest, reason: str) -> None: ...
     def retry_budget_exhausted(self, request: UpstreamRequest) -> None: ...
@@ -52,6 +63,7 @@ class RetryStage:
     clock: Clock
     observer: RetryObserver
     keys: KeyRotation = field(default_factory=NoKeyRotation)
+    circuits: CircuitView = field(default_factory=NoCircuits)
     name: str = field(default="retry")
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
@@ -84,6 +96,8 @@ class RetryStage:
                 return _finish(response, error)
             if self.clock.monotonic() + wait >= request.deadline:
                 return _finish(response, error)  # waiting would outlive the caller's deadline
+            if self.circuits.refuses_after(request.environment, request.route, wait):
+                return _finish(response, error)  # the circuit (opened by now) would refuse the retry: answer now
             if reason != "credentials_rotated" and not self.budget.try_withdraw():
                 self.observer.retry_budget_exhausted(request)
                 return _finish(response, error)

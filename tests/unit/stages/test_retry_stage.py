@@ -124,3 +124,21 @@ async def test_a_rotated_key_is_tried_once_more_outside_the_budget() -> None:
     retrying = replace(stage(clock, notes, percent=0, floor=0), keys=RotatedOnce())
     assert (await retrying(request(clock), upstream)).status == 200
     assert notes.retries == ["credentials_rotated"] and clock.slept == [0.0]
+
+
+async def test_no_backoff_is_slept_toward_a_circuit_that_would_refuse_the_retry() -> None:
+    class OpenCircuit:
+        def __init__(self) -> None:
+            self.asked: list[float] = []
+
+        def refuses_after(self, environment: str, route: str, wait_s: float) -> bool:
+            self.asked.append(wait_s)
+            return True
+
+    clock, notes = ManualClock(), Notes()
+    circuits = OpenCircuit()
+    retry = replace(stage(clock, notes), circuits=circuits)
+    upstream = Script(clock, answer(503), answer(200))
+    answered = await retry(request(clock), upstream)
+    assert answered.status == 503 and len(upstream.attempts) == 1  # the upstream's own answer, at once
+    assert clock.slept == [] and len(circuits.asked) == 1 and notes.retries == []
