@@ -186,7 +186,7 @@ class JobsStage:
             last = self.clock.monotonic() + delay >= end
             await self.clock.sleep(max(0.0, min(delay, end - self.clock.monotonic())))
             # the poll at the bound goes upstream even inside another's interval: it is the last word
-            answer = await self.poll(poll, job_id, next, shared=not last)
+            answer = await self.poll(poll, job_id, next, within_interval=not last)
             state = state_of(answer)
             if state in FINAL_STATES:
                 self.observer.job_followed(request, str(state), self.clock.monotonic() - started)
@@ -212,14 +212,14 @@ class JobsStage:
                 return entry
         return {}
 
-    async def poll(self, request: UpstreamRequest, job_id: str, next: Upstream, *, shared: bool = True) -> UpstreamResponse:
+    async def poll(self, request: UpstreamRequest, job_id: str, next: Upstream, *, within_interval: bool = True) -> UpstreamResponse:
         """One caller's poll of a job: from the store when it can be, else one upstream poll."""
         key = job_entry_key(request.environment, job_id)
         entry = await self.store.job_get(key) or {}
         if "final" in entry:
             self._polled(request, "cache")
             return decode(entry["final"], "hit")
-        if shared and not await self.store.job_poll_claim(key, self.poll_interval_s):
+        if within_interval and not await self.store.job_poll_claim(key, self.poll_interval_s):
             shared = entry if "last" in entry else await self._answer_of_the_poll_in_flight(key)
             if "final" in shared:
                 self._polled(request, "cache")
