@@ -161,7 +161,10 @@ def rules_yaml(slos: Slos) -> str:
             out += [f"      - record: {sli.record(window)}", f"        expr: {ratio(sli.bad, sli.total, window)}"]
     for window in ("5m", "1h"):
         out += [f"      - record: pmc_gateway:latency_avg_seconds:rate{window}", f"        expr: {average(window)}"]
-    out += ["", "  - name: pmc-gateway-slo-alerts", "    rules:"]
+    # The alerts share the recording rules' group, after them: a group's rules run in order, so
+    # each alert reads the ratios of the same evaluation. Groups run independently (and in
+    # promtool in no fixed order): an alert in a group of its own could read a ratio a whole
+    # interval old, or none once that is past the 5 m lookback.
     for sli in slis(slos):
         for burn, long, short, hold, severity in BURNS:
             severity = severity if sli.pages else "ticket"
