@@ -94,8 +94,10 @@ async def test_a_sentinel_failover_is_followed_and_loses_no_accepted_webhook(
             upstream={"deadline_ms": 2000, "attempt_timeout_ms": 1000},
             environments={"live": {"api_key_env": "PMC_LIVE_API_KEY", "rate_limit_per_minute": 1000}, "test": {"api_key_env": "PMC_TEST_API_KEY"}},
         )
+        # retries at most 1 s apart: however long a loaded machine takes to fail over, the
+        # relay's backoff must not outgrow the wait for the delivery below
         document["webhooks"] = {"secret_envs": ["PMC_WEBHOOK_SECRET"], "allow_insecure_http": True, "delivery_base_delay_ms": 100,
-                                "subscribers": [{"name": "booking-svc", "url": subscriber.url}]}
+                                "delivery_max_delay_s": 1, "subscribers": [{"name": "booking-svc", "url": subscriber.url}]}
         processes += [start_gateway_process(document, tmp_path, name=f"fo{i}") for i in range(2)]
         a, b = processes[-2:]
         subscriber.fail_next = 1000  # nothing is delivered before the failover: it must survive in Redis

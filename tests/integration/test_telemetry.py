@@ -178,7 +178,12 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 
 
 async def test_metrics_count_the_traffic_sent(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
-    document = gateway_document(upstream.url, budget={"max_wait_ms": 200})
+    document = gateway_document(
+        upstream.url,
+        budget={"max_wait_ms": 200},
+        reads={"routes": {"/v1/availability": {"fresh_s": 10}}},  # every feature on: the shared-read
+        hedging={"routes": ["/v1/availability"]},  # and hedge families exist from start-up too
+    )
     document["clients"]["ops-tools"]["requests_per_minute"] = 1
     async with gateway(document) as gw:
         for _ in range(3):
