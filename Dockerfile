@@ -3,9 +3,11 @@
 #   /etc/pmc-gateway/gateway.toml   the config (listen = "0.0.0.0:8080" inside a container)
 #   secrets                         as environment variables or files under /run/secrets
 #
-#   docker build -t pmc-gateway .
-#   docker run -p 8080:8080 -v $PWD/config/k8s/gateway.toml:/etc/pmc-gateway/gateway.toml:ro \
-#     -e PMC_LIVE_API_KEY -e PMC_TEST_API_KEY -e PMC_GATEWAY_ADMIN_TOKEN -e PMC_WEBHOOK_SECRET pmc-gateway
+#   docker build -t pmc-gateway:0.1.0 .       (the tag config/k8s/deployment.yaml names)
+#   export PMC_LIVE_API_KEY=pmc_live_… PMC_TEST_API_KEY=pmc_test_… PMC_GATEWAY_ADMIN_TOKEN=<16+ chars> PMC_WEBHOOK_SECRET=…
+#   docker run -p 8080:8080 -v $PWD/config/docker/gateway.toml:/etc/pmc-gateway/gateway.toml:ro \
+#     -e PMC_LIVE_API_KEY -e PMC_TEST_API_KEY -e PMC_GATEWAY_ADMIN_TOKEN -e PMC_WEBHOOK_SECRET pmc-gateway:0.1.0
+# (config/k8s/gateway.toml is the Kubernetes one: it needs the cluster's Redis, key files and Secrets.)
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

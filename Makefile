@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# make demo DEMO_ARGS="--port 0" picks any free port (8080 by default); pmc-gateway demo --help lists the rest.
 demo: $(STAMP)
-	$(BIN)/pmc-gateway demo
+	$(BIN)/pmc-gateway demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench dashboards

@@ -179,10 +179,21 @@ async def _async_booking(gateway: str) -> None:
         f"""An async booking (Prefer: respond-async, wait=15): the gateway followed job {body.get('jobId')} to '{state}'
 for you. Its whole story — the job, its polls, the booking.created webhook and its delivery:
 
-  PMC_GATEWAY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} pmc-gateway triage {request_id} --url {gateway}
+  PMC_GATEWAY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} {command()} triage {request_id} --url {gateway}
 """,
         flush=True,
     )
+
+
+def command() -> str:
+    """How to run ``pmc-gateway`` as printed: the script beside this interpreter (``make demo`` runs
+    from .venv, which is not on PATH), relative to the working directory when it is under it."""
+    script = Path(sys.executable).with_name("pmc-gateway")
+    if not script.exists():
+        return "pmc-gateway"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
 
 
 def _free_port() -> int:
@@ -256,7 +267,7 @@ pmc-gateway demo is running (Ctrl-C stops everything)
 
   gateway     {gateway}
   simulator   {sim}   (PinmyCal API stand-in; faults at {sim}/_sim/faults)
-  dashboard   {gateway}/_gateway/dashboard   (admin token: {DEMO_ADMIN_TOKEN})
+  dashboard   {gateway}/_gateway/dashboard#token={DEMO_ADMIN_TOKEN}   (opens signed in)
   webhooks    simulator → {gateway}/webhooks/pinmycal (verified, deduplicated) → {subscriber_url}
   logs        {log_path}
   traffic     about one request a second: four healthy minutes, then 35 s of injected upstream
@@ -272,7 +283,7 @@ Book through the gateway (the gateway injects the PinmyCal key; you never hold i
 
 Then find everything about it by its requestId (the X-Request-Id response header):
 
-  PMC_GATEWAY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} pmc-gateway triage <requestId> --url {gateway}
+  PMC_GATEWAY_ADMIN_TOKEN={DEMO_ADMIN_TOKEN} {command()} triage <requestId> --url {gateway}
 """,
             flush=True,
         )

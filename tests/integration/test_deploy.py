@@ -116,3 +116,23 @@ def test_deployment_runs_replicas_with_probes_budget_and_secrets() -> None:
     assert parsed.server.admin_port == 9901 and parsed.telemetry.metrics_token_env == "PMC_GATEWAY_METRICS_TOKEN"
     assert parsed.server.shutdown_grace_s < pod["spec"]["terminationGracePeriodSeconds"]
     assert "--appendonly" in by_kind["StatefulSet"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_docker_example_config_needs_exactly_the_variables_its_docker_run_passes() -> None:
+    """No Docker daemon here: what can be checked is that the mounted config and the documented
+    `docker run -e …` fit — check-config passes with those variables and no others."""
+    import re
+    import subprocess
+    import sys
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    run = dockerfile[dockerfile.index("#   docker run"):].split("\n# (", 1)[0]
+    passed = re.findall(r"-e (\w+)", run)
+    assert "config/docker/gateway.toml" in run and "pmc-gateway:0.1.0" in run
+    env = {"PATH": "/usr/bin:/bin", **{name: f"{name.lower()}_value_0123456789" for name in passed}}
+    env["PMC_LIVE_API_KEY"], env["PMC_TEST_API_KEY"] = "pmc_live_docker_0001", "pmc_test_docker_0001"
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(ROOT / "config" / "docker" / "gateway.toml")],
+                            env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    deployment = next(m for m in manifests() if m["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "pmc-gateway:0.1.0"
