@@ -261,6 +261,7 @@ class Telemetry:
         )
         self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED, by the limit that held them back")
         self._budget_used: dict[str, tuple[float, float]] = {}
+        self._environments: set[str] = set()
         self.jobs = meter.create_counter(JOBS, description="Jobs followed for a caller's Prefer: wait, by how they ended")
         self.job_duration = duration_histogram(JOB_DURATION, "From a followed job's 202 to its final answer", (), JOB_DURATION_BUCKETS)
         self.job_duration.declare(())
@@ -287,8 +288,12 @@ class Telemetry:
 
     # -- observable gauges --------------------------------------------------------------
     def _observe_breakers(self, _: CallbackOptions) -> Iterable[Observation]:
+        seen = set()
         for environment, route, state in self.gauges.breaker_states():
+            seen.add(environment)
             yield Observation(BREAKER_VALUES.get(state, 0), {PMC_ENVIRONMENT: environment, HTTP_ROUTE: route})
+        for environment in self._environments - seen:  # no circuit used yet: closed, and said so
+            yield Observation(0, {PMC_ENVIRONMENT: environment})
 
     def _observe_backlog(self, _: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self.gauges.webhook_backlog())
@@ -311,6 +316,13 @@ class Telemetry:
             self.budget_wait.declare((environment, client))
             self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
             self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
+            # the request and attempt families too, so rules and panels read 0, not nothing
+            self.server_duration.declare((None, None, None, client, environment, None))
+            self.client_duration.declare((None, None, environment, None, None))
+            self.added_latency.declare((None, environment))
+            self.retries.add(0, {PMC_ENVIRONMENT: environment})
+            self.idempotent_replays.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client})
+            self._environments.add(environment)
 
     def declare_hedged_routes(self, routes: Iterable[str]) -> None:
         for route in routes:

@@ -138,3 +138,18 @@ def test_promtool_unit_tests_of_every_alert() -> None:
     assert alerts == tested and alerts == firing, "every alert needs a firing test"
     result = subprocess.run([promtool(), "test", "rules", *map(str, files)], capture_output=True, text=True, timeout=300, cwd=RULES.parent)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_every_family_a_dashboard_or_rule_names_exists_at_start_up(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+    """SPEC §8: before any traffic, a scrape has a sample of every family the shipped dashboards and
+    rules name (derived from their expressions, not listed by hand), so no panel is empty and no
+    alert is blind on a fresh gateway."""
+    document = gateway_document(upstream.url, reads={"routes": {"/v1/availability": {"fresh_s": 10}}}, hedging={"routes": ["/v1/availability"]})
+    async with gateway(document) as gw:
+        status, _, body = await call(session, "GET", f"{gw.url}/_gateway/metrics", token=ADMIN_TOKEN)
+    assert status == 200
+    sampled = {sample.name for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+    rule_exprs, recorded = rules()
+    named = set().union(*(references(q)[0] for q in dashboard_queries() + rule_exprs)) - recorded
+    assert len(named) > 15
+    assert sorted(named - sampled) == []

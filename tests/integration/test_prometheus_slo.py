@@ -72,10 +72,7 @@ def rule_expressions(kind: str) -> list[str]:
 
 # Families whose label sets (method, route, status, reason) only exist once traffic has made them:
 # nothing to pre-create at start-up. Everything else must answer a number from the first scrape.
-BORN_WITH_TRAFFIC = (
-    "http_server_request_duration_seconds", "http_client_request_duration_seconds", "pmc_gateway_retries_total",
-    "pmc_gateway_breaker_state", "pmc_gateway_added_latency_seconds", "pmc_gateway_budget_wait_seconds",
-)
+BORN_WITH_TRAFFIC: tuple[str, ...] = ()  # SPEC §8: every family exists from start-up
 # Series of events healthy traffic never has: a replay, a refusal the gateway made, a locked-out caller.
 BORN_WITH_AN_EVENT = ("pmc_gateway_idempotent_replays_total", 'pmc_source="gateway"', "pmc_gateway_job_duration_seconds")
 
