@@ -9,6 +9,7 @@ them all at once instead of stopping at the first.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import os
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -135,7 +136,7 @@ class StoreSettings(_Section):
     def _one_deployment(self) -> StoreSettings:
         memory = self.url.startswith("memory:")
         if self.cluster and self.sentinel_master:
-            raise ValueError("cluster = true and sentinel_master are two deployments: set one")
+            raise ValueError("two deployments at once, cluster = true and sentinel_master: set one")
         for name, value in (("cluster", self.cluster), ("sentinel_master", self.sentinel_master), ("sentinels", self.sentinels),
                             ("webhook_ack_replicas", self.webhook_ack_replicas), ("password_env", self.password_env)):
             if memory and value:
@@ -480,16 +481,50 @@ def warnings(settings: Settings) -> list[str]:
     return found
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings model a location's keys belong to (``("store",)`` → StoreSettings)."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            continue  # a table's own name: environments.live, clients.web, reads.routes."/v1/…"
+        model = _inner_model(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The model inside ``X | None``, ``dict[str, X]`` or ``tuple[X, ...]``."""
+    for arg in (*get_args(annotation), annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        for inner in get_args(arg):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return None
+
+
 def _format_validation_error(exc: ValidationError) -> list[str]:
     problems = []
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "(file)"
-        message = error["msg"]
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+            model = _model_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
         elif error["type"] == "missing":
             message = "required key is missing"
-        message = message.removeprefix("Value error, ")
+        elif error["type"] not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict | list):
+            message += f", got {error['input']!r}"
+        model = _model_at(loc)
+        first = message.split(" ", 1)
+        if error["type"] == "value_error" and model is not None and len(first) == 2 and first[0] in model.model_fields:
+            loc, message = (*loc, first[0]), first[1]  # "store: cluster needs …" → "store.cluster: needs …"
+        path = ".".join(str(part) for part in loc) or "(file)"
         problems.append(f"{path}: {message}")
     return problems
 

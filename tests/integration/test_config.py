@@ -267,11 +267,11 @@ def test_a_malformed_proxy_url_is_named(tmp_path: Path, proxy_url: str, problem:
 @pytest.mark.parametrize(
     ("store", "problem"),
     [
-        ('url = "redis://r:6379"\ncluster = true\nsentinel_master = "m"', "cluster = true and sentinel_master are two deployments"),
-        ('url = "memory://"\ncluster = true', "cluster needs a redis:// or rediss:// url"),
-        ('url = "memory://"\nsentinel_master = "m"', "sentinel_master needs a redis:// or rediss:// url"),
+        ('url = "redis://r:6379"\ncluster = true\nsentinel_master = "m"', "store: two deployments at once, cluster = true and sentinel_master"),
+        ('url = "memory://"\ncluster = true', "store.cluster: needs a redis:// or rediss:// url"),
+        ('url = "memory://"\nsentinel_master = "m"', "store.sentinel_master: needs a redis:// or rediss:// url"),
         ('url = "redis://r:6379"\nsentinels = ["nope"]', "each must be host:port"),
-        ('url = "redis://user:pw@r:6379"', "url must not carry a password"),
+        ('url = "redis://user:pw@r:6379"', "store.url: must not carry a password"),
         ('url = "redis://r:6379"\npassword_env = "PMC_REDIS_PASSWORD_UNSET"', "store.password_env: environment variable PMC_REDIS_PASSWORD_UNSET is not set"),
     ],
 )
@@ -287,3 +287,18 @@ def _with_store(store: str) -> str:
     start = text.index("[store]")
     end = text.index("\n[", start + 1)
     return text[:start] + "[store]\n" + store + "\n" + text[end:]
+
+
+def test_check_config_echoes_a_wrong_value_and_suggests_a_misspelt_key(tmp_path: Path) -> None:
+    path = tmp_path / "typos.toml"
+    path.write_text(
+        EXAMPLE.read_text()
+        .replace("deadline_ms = 8000", 'deadline_ms = "8s"')
+        .replace("fresh_s = 10", "fresh = 10")
+        .replace("base_url = \"https://api.pinmycal.com\"", "base_urll = \"https://api.pinmycal.com\"")
+    )
+    result = check_config(path, example_env())
+    assert result.returncode == 2
+    assert "upstream.deadline_ms: Input should be a valid integer, got '8s'" in result.stderr
+    assert "upstream.base_urll: unknown key; did you mean 'base_url'?" in result.stderr
+    assert "reads.routes./v1/availability.fresh: unknown key; did you mean 'fresh_s'?" in result.stderr
