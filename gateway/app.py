@@ -33,7 +33,7 @@ from gateway.admin.routes import admin_routes
 from gateway.admin.status import StatusBoard
 from gateway.admin.triage import RecordWriter
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.ids import ulid
+from gateway.core.ids import MonotonicUlids
 from gateway.inbound.access_log import RequestObserver
 from gateway.inbound.caller_auth import ClientDirectory
 from gateway.inbound.middleware import inbound_middleware
@@ -100,6 +100,7 @@ class Components:
     budget_table: BudgetTable
     key_ages: KeyAges
     readiness: Readiness
+    ids: MonotonicUlids
     config_path: Path | None = None
     admin_port: int | None = None  # bound port of server.admin_listen, once serving
 
@@ -149,9 +150,11 @@ def build_components(
 ) -> Components:
     clock = clock or SystemClock()
     rng = rng or random.Random()
-    member_id = member_id or f"{socket.gethostname()}:{os.getpid()}:{ulid()[-6:]}"
+    environ = os.environ if environ is None else environ  # read here only: every part gets it handed in
+    ids = MonotonicUlids(rng, lambda: int(clock.wall() * 1000))  # every request id this process makes
+    member_id = member_id or f"{socket.gethostname()}:{os.getpid()}:{ids()[-6:]}"
     store = make_store(settings, clock, member_id, secrets.redis_password)
-    credentials = CredentialSource(settings.environments, secrets.api_keys)
+    credentials = CredentialSource(settings.environments, secrets.api_keys, environ)
     breakers = BreakerBoard(
         store=store,
         fail_max=settings.breaker.fail_max,
@@ -175,6 +178,8 @@ def build_components(
     telemetry = Telemetry(
         settings.telemetry,
         member_id=member_id,
+        clock=clock,
+        environ=environ,
         span_exporter=span_exporter,
         gauges=GaugeSources(
             breaker_states=breakers.states,
@@ -297,7 +302,7 @@ def build_components(
         jobs=jobs,
         reads=reads,
         read_invalidator=read_invalidator,
-        records=RecordWriter(store, before_read=after_answer.drain),
+        records=RecordWriter(store, before_read=after_answer.drain, clock=clock),
         status=status,
         metrics=metrics,
         chain=chain,
@@ -306,6 +311,7 @@ def build_components(
         budget_table=budget_table,
         key_ages=key_ages,
         readiness=Readiness(environments=settings.environments, credentials=credentials, store=store),
+        ids=ids,
         config_path=config_path,
     )
 
@@ -378,6 +384,7 @@ def _application(components: Components) -> web.Application:
                     on_complete=(components.status.observe, proxied_only(components.records.submit)),
                 ),
                 directory=components.clients,
+                make_ulid=components.ids,
             ),
         ],
         client_max_size=settings.server.max_body_bytes,

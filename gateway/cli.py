@@ -111,7 +111,7 @@ def _check_config(path: str) -> int:
     from gateway import settings
 
     try:
-        problems, warnings = settings.check(path)
+        problems, warnings = settings.check(path, os.environ)
     except ConfigError as exc:
         problems, warnings = exc.problems, []
     for problem in problems:
@@ -132,11 +132,11 @@ def _serve(path: str) -> int:
     log.configure()
     try:
         loaded = settings.load(path)
-        settings.resolve_secrets(loaded)
+        settings.resolve_secrets(loaded, os.environ)
     except ConfigError as exc:
         print(f"pmc-gateway: bad config: {'; '.join(exc.problems)}", file=sys.stderr)
         return EXIT_USAGE
-    return serve(loaded, lambda: settings.resolve_secrets(loaded), config_path=Path(path).resolve())
+    return serve(loaded, lambda: settings.resolve_secrets(loaded, os.environ), config_path=Path(path).resolve())
 
 
 def _triage(args: argparse.Namespace) -> int:

@@ -51,7 +51,7 @@ class ReloadResult:
 def validate(path: Path) -> tuple[settings_module.Settings, settings_module.Secrets]:
     """Load and resolve; raises ``ConfigError`` with every problem."""
     loaded = settings_module.load(path)
-    return loaded, settings_module.resolve_secrets(loaded)
+    return loaded, settings_module.resolve_secrets(loaded, os.environ)
 
 
 def reload(target: Reloadable, path: Path | None = None) -> ReloadResult:

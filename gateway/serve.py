@@ -97,6 +97,7 @@ async def run_worker(
             ssl_context=server_ssl_context(settings),
             backlog=2048,
             header_timeout_s=settings.server.header_timeout_ms / 1000,
+            make_ulid=components.ids,
         )
         await site.start()
         port = _bound_port(runner) or settings.server.port

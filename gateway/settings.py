@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import ipaddress
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -557,7 +556,7 @@ def load(path: str | Path) -> Settings:
     return parse(read_document(path))
 
 
-def check(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+def check(path: str | Path, environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` of a config file and the secrets it names: every problem at once
     (SPEC §2), so an unknown key does not hide an unset variable. When only unknown keys stop
     the schema, the rest is still checked as if they were not there."""
@@ -638,9 +637,9 @@ def read_api_key(
     return value, None
 
 
-def resolve_secrets(settings: Settings, environ: Mapping[str, str] | None = None) -> Secrets:
-    """Read every secret the config names; raise :class:`ConfigError` listing all that are missing."""
-    environ = os.environ if environ is None else environ
+def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
+    """Read every secret the config names from ``environ`` (the process environment, handed in by the
+    entry point) and the files it names; raise :class:`ConfigError` listing all that are missing."""
     problems: list[str] = []
     api_keys: dict[str, str] = {}
     for name, env in settings.environments.items():

@@ -162,7 +162,7 @@ class StatusBoard:
 
     async def _publish_forever(self) -> None:
         while True:
-            await asyncio.sleep(PUBLISH_INTERVAL_S)
+            await self._clock.sleep(PUBLISH_INTERVAL_S)
             await self.publish()
 
     async def other_members(self) -> list[dict[str, Any]]:

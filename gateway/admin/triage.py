@@ -12,6 +12,7 @@ from typing import Any, cast
 import structlog
 
 from gateway.core import json_bytes
+from gateway.core.clock import Clock, SystemClock
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.request.record import RequestRecord
@@ -35,7 +36,9 @@ class RecordWriter:
         max_batch: int = 500,
         max_pending: int = 20_000,
         before_read: Callable[[], None] = lambda: None,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock = clock or SystemClock()
         self._store = store
         self._before_read = before_read  # submits what answered requests still owe (after_answer.py)
         self._ttl_s = ttl_s
@@ -66,7 +69,7 @@ class RecordWriter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await self._clock.sleep(self._interval)
             try:
                 while self._pending and await self.flush():
                     pass

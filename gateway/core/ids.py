@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import random
 import re
-import time
 from collections.abc import Callable
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits → 2 characters
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-# Request ids need uniqueness, not secrecy: a system-seeded PRNG is enough and avoids a syscall per id.
-_entropy = random.Random()
 
 
-def ulid(now_ms: int | None = None, randomness: bytes | None = None) -> str:
+def ulid(now_ms: int, randomness: bytes) -> str:
     """A ULID: 48-bit millisecond time then 80 random bits, 26 Crockford base32 chars."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = _entropy.getrandbits(80) if randomness is None else int.from_bytes(randomness, "big")
+    ms = now_ms
+    rand = int.from_bytes(randomness, "big")
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand  # 128 bits; the first character carries 3 of them
     pairs = _PAIRS
     out = [_CROCKFORD[value >> 125]]
@@ -32,9 +29,11 @@ class MonotonicUlids:
     steps back) each is the previous one plus one, the ULID spec's monotonic mode. Random
     ULIDs made in the same millisecond sorted by chance, not by time."""
 
-    def __init__(self, rng: random.Random | None = None, clock_ms: Callable[[], int] | None = None) -> None:
-        self._rng = rng or _entropy
-        self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+    # Request ids need uniqueness, not secrecy: a seeded PRNG (the root's) is enough and avoids a
+    # syscall per id; the wall clock comes from the root's clock too.
+    def __init__(self, rng: random.Random, clock_ms: Callable[[], int]) -> None:
+        self._rng = rng
+        self._clock_ms = clock_ms
         self._ms = -1
         self._rand = 0
 
@@ -49,14 +48,11 @@ class MonotonicUlids:
         return ulid(self._ms, self._rand.to_bytes(10, "big"))
 
 
-_ulids = MonotonicUlids()
-
-
-def new_request_id(make_ulid: Callable[[], str] = _ulids) -> str:
+def new_request_id(make_ulid: Callable[[], str]) -> str:
     return "req_" + make_ulid()
 
 
-def accept_or_generate(candidate: str | None) -> str:
+def accept_or_generate(candidate: str | None, make_ulid: Callable[[], str]) -> str:
     if candidate is not None and VALID_REQUEST_ID.fullmatch(candidate):
         return candidate
-    return new_request_id()
+    return new_request_id(make_ulid)

@@ -97,6 +97,7 @@ class EnvelopeRequestHandler(RequestHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.make_ulid: Callable[[], str] = lambda: "0" * 26  # set by GuardedTCPSite's factory
         self.on_answered: Callable[[], None] = lambda: None
 
     def log_access(self, request: BaseRequest, response: web.StreamResponse, time: float | None) -> None:
@@ -109,12 +110,15 @@ class EnvelopeRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         if status >= 500:
             return super().handle_error(request, status, exc, message)
-        request_id = new_request_id()
-        # First line only: aiohttp's message can quote the offending header (an Authorization line too).
-        reason = (message or str(exc) or "malformed request").split("\n", 1)[0][:200]
+        request_id = new_request_id(self.make_ulid)
+        # First line only: aiohttp's message can quote the offending header (an Authorization line too),
+        # so its trailing colon (which introduced that line) goes as well.
+        reason = (message or str(exc) or "malformed request").split("\n", 1)[0][:200].rstrip().rstrip(":")
         log.warning("bad_http_request", requestId=request_id, sourceIp=request.remote, status=status, reason=reason)
         refusal = errors.PayloadTooLarge(reason) if status == 413 else errors.BadRequest(f"malformed HTTP request: {reason}")
         response = error_response(refusal, request_id)
+        response.headers["X-Gateway-Attempts"] = "0"  # refused before any route: no upstream attempt
+        response.headers["Server"] = "pmc-gateway"
         response.force_close()
         return response
 
@@ -122,15 +126,18 @@ class EnvelopeRequestHandler(RequestHandler):
 class GuardedTCPSite(web.TCPSite):
     """``web.TCPSite`` whose connections first pass through ``HeaderGuard``."""
 
-    def __init__(self, runner: web.BaseRunner, *args: object, header_timeout_s: float = 10.0, **kwargs: object) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, *args: object, header_timeout_s: float = 10.0, make_ulid: Callable[[], str], **kwargs: object
+    ) -> None:
         super().__init__(runner, *args, **kwargs)  # type: ignore[arg-type]
         self._header_timeout_s = header_timeout_s
+        self._make_ulid = make_ulid
 
     async def start(self) -> None:
         broken = aiohttp_seams.problems(deep=False)
         if broken:
             raise RuntimeError("this aiohttp no longer has what the connection guard needs: " + "; ".join(broken))
-        timeout = self._header_timeout_s
+        timeout, make_ulid = self._header_timeout_s, self._make_ulid
         if self._runner.server is None:
             raise RuntimeError("the runner is not set up")
         real_server: web.Server = self._runner.server
@@ -145,6 +152,7 @@ class GuardedTCPSite(web.TCPSite):
                 handler = aiohttp_seams.new_request_handler(real_server, EnvelopeRequestHandler)
                 guard = HeaderGuard(handler, timeout)
                 cast(EnvelopeRequestHandler, handler).on_answered = guard.request_answered
+                cast(EnvelopeRequestHandler, handler).make_ulid = make_ulid
                 return guard
 
         with aiohttp_seams.runner_serving(self._runner, _Factory()):

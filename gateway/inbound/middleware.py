@@ -9,6 +9,8 @@ frame that every suspension of the request's handler resumes through.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -20,10 +22,10 @@ from gateway.inbound.path_safety import check_target
 from gateway.inbound.request_id import echo_request_id, open_record
 
 
-def inbound_middleware(*, clock: Clock, observer: RequestObserver, directory: ClientDirectory) -> web.middleware:  # type: ignore[valid-type]
+def inbound_middleware(*, clock: Clock, observer: RequestObserver, directory: ClientDirectory, make_ulid: Callable[[], str]) -> web.middleware:  # type: ignore[valid-type]
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        record = open_record(request, clock)
+        record = open_record(request, clock, make_ulid)
         watch = observer.started(request, record)
         status = CLIENT_CLOSED  # unless an answer is decided below
         try:

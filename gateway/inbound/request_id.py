@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiohttp import web
 
@@ -14,9 +16,9 @@ _bind = structlog.contextvars.bind_contextvars
 _clear = structlog.contextvars.clear_contextvars
 
 
-def open_record(request: web.Request, clock: Clock) -> RequestRecord:
+def open_record(request: web.Request, clock: Clock, make_ulid: Callable[[], str]) -> RequestRecord:
     """Keep a valid caller ``X-Request-Id`` or make ``req_<ULID>``; the record lives on the request."""
-    request_id = accept_or_generate(request.headers.get("X-Request-Id"))
+    request_id = accept_or_generate(request.headers.get("X-Request-Id"), make_ulid)
     record = request[RECORD] = RequestRecord(
         request_id=request_id,
         started_at=clock.wall(),

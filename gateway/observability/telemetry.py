@@ -13,8 +13,6 @@ the 0.18 s latency target and resolve 100–500 ms; they are aggregated by the g
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER, OTEL_SDK_DISABLED
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
     Metric,
@@ -37,6 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
+from gateway.core.clock import Clock, SystemClock
 from gateway.core.histogram_buckets import (
     ADDED_LATENCY_BUCKETS,
     BUDGET_WAIT_BUCKETS,
@@ -145,10 +144,11 @@ def _metric_readers(
     registry: CollectorRegistry,
     interval_s: float | None,
     local_metrics: Callable[[], list[Metric]],
+    environ: Mapping[str, str],
 ) -> list[MetricReader]:
     """The exposition and OTLP push from one aggregation when they can share it (otlp/metrics.py)."""
-    interval_s = interval_s or interval_from_env()
-    if (prometheus or otlp is not None) and shares_aggregation(os.environ):
+    interval_s = interval_s or interval_from_env(environ)
+    if (prometheus or otlp is not None) and shares_aggregation(environ):
         # OTLP alone still needs this reader (the local histograms join its collections), but
         # the registry that /_gateway/metrics and the status snapshots read must stay empty.
         exposed_to = registry if prometheus else CollectorRegistry()
@@ -212,8 +212,12 @@ class Telemetry:
         span_exporter: SpanExporter | None = None,
         export_interval_s: float | None = None,  # else OTEL_METRIC_EXPORT_INTERVAL, else 10 s
         gauges: GaugeSources | None = None,  # each read from the module that owns the fact
+        clock: Clock | None = None,
+        environ: Mapping[str, str] | None = None,  # the process environment: OTEL_* switches
     ) -> None:
         self.settings = settings
+        self._clock = clock or SystemClock()
+        environ = environ if environ is not None else {}
         resource = Resource.create(
             {"service.name": settings.service_name, "service.instance.id": member_id}
         )
@@ -223,18 +227,19 @@ class Telemetry:
             resource=resource,
             scope_name="pmc-gateway",
             processors=[BatchSpanProcessor(e, schedule_delay_millis=500, max_export_batch_size=512) for e in exporters],
+            enabled=environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true",
         )
         self.propagator = TraceContextTextMapPropagator()
 
         self.registry = CollectorRegistry(auto_describe=True)
-        local = LocalHistograms() if _records_locally(os.environ) else None
+        local = LocalHistograms() if _records_locally(environ) else None
         self.meter_provider = MeterProvider(
             resource=resource,
             metric_readers=_metric_readers(
-                settings.prometheus, otlp_metrics, self.registry, export_interval_s, local.collect if local else list
+                settings.prometheus, otlp_metrics, self.registry, export_interval_s, local.collect if local else list, environ
             ),
             views=_views(),
-            exemplar_filter=_exemplar_filter(os.environ),
+            exemplar_filter=_exemplar_filter(environ),
         )
         meter = self.meter_provider.get_meter(METER_SCOPE)
         self.gauges = gauges or GaugeSources()
@@ -302,7 +307,7 @@ class Telemetry:
         yield Observation(1 if self.gauges.store_up() else 0)
 
     def _observe_budget_used(self, _: CallbackOptions) -> Iterable[Observation]:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for environment, (ratio, at) in self._budget_used.items():
             yield Observation(ratio if now - at < BUDGET_USED_FRESH_S else 0.0, {PMC_ENVIRONMENT: environment})
 
@@ -312,7 +317,7 @@ class Telemetry:
         for client, environment in callers:
             for limit in BUDGET_LIMITS:
                 self.budget_rejected.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client, BUDGET_LIMIT: limit})
-            self._budget_used.setdefault(environment, (0.0, time.monotonic()))
+            self._budget_used.setdefault(environment, (0.0, self._clock.monotonic()))
             self.budget_wait.declare((environment, client))
             self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
             self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
@@ -423,7 +428,7 @@ class Telemetry:
             self.job_duration.record(seconds, ())
 
     def budget_used(self, environment: str, used: int, limit: int) -> None:
-        self._budget_used[environment] = (used / limit, time.monotonic())
+        self._budget_used[environment] = (used / limit, self._clock.monotonic())
 
     def budget_rejected_for(self, request: UpstreamRequest, limit: str) -> None:
         self.budget_rejected.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client, BUDGET_LIMIT: limit})

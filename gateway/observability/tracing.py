@@ -17,14 +17,12 @@ OTLP exporters (``gateway.observability.otlp`` encodes them). A ``RequestSpan`` 
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -148,6 +146,7 @@ class RequestTracer:
         processors: Sequence[SpanProcessor],
         now_ns: Callable[[], int] = time.time_ns,
         rng: random.Random | None = None,
+        enabled: bool = True,  # False: OTEL_SDK_DISABLED=true, read by the composition root
     ) -> None:
         provider = TracerProvider(resource=resource)  # resolves OTEL_TRACES_SAMPLER as the SDK does
         self.sampler = provider.sampler
@@ -156,7 +155,7 @@ class RequestTracer:
         self.processors = tuple(processors)
         self.now_ns = now_ns
         self._bits = (rng or random.Random()).getrandbits
-        self.enabled = os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() != "true"
+        self.enabled = enabled
 
     def start(self, name: str, kind: SpanKind, parent: SpanContext | None, parent_context: Any = None) -> trace.Span:
         """A new span, child of ``parent`` (a remote or local span context) when it is valid.

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 
 import structlog
@@ -27,8 +26,9 @@ log = structlog.get_logger("gateway.credentials")
 class CredentialSource:
     """The current API key of each environment, re-readable from its source."""
 
-    def __init__(self, environments: Mapping[str, EnvironmentSettings], keys: Mapping[str, str]) -> None:
+    def __init__(self, environments: Mapping[str, EnvironmentSettings], keys: Mapping[str, str], environ: Mapping[str, str] | None = None) -> None:
         self._environments = dict(environments)
+        self._environ = environ if environ is not None else {}  # where *_env keys are re-read (the process environment)
         self._authorization = {env: f"Bearer {key}" for env, key in keys.items()}
         self._generation = dict.fromkeys(self._authorization, 0)
         self._rereading: dict[str, asyncio.Lock] = {}
@@ -68,7 +68,7 @@ class CredentialSource:
     async def reread(self, environment: str) -> bool:
         """Read the key again from its source; True when it changed (and is now in use)."""
         settings = self._environments[environment]
-        key, problem = await asyncio.to_thread(read_api_key, settings, dict(os.environ))
+        key, problem = await asyncio.to_thread(read_api_key, settings, dict(self._environ))
         if key is None:
             log.warning("api_key_reread_failed", environment=environment, reason=problem)
             return False

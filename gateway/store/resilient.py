@@ -130,7 +130,7 @@ class ResilientStore:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self._recheck_s if not self.healthy else self._heartbeat_s)
+            await self._clock.sleep(self._recheck_s if not self.healthy else self._heartbeat_s)
             try:
                 if not self.healthy:
                     await self._primary.reset()  # connections from before the outage are dead

@@ -246,7 +246,7 @@ def run_demo(args: argparse.Namespace) -> int:
             )
         )
         config = settings.parse(demo_document(gateway_port, sim_port, subscriber_url))
-        components = build_components(config, settings.resolve_secrets(config))
+        components = build_components(config, settings.resolve_secrets(config, os.environ))
         started = asyncio.Event()
         bound: dict[str, int] = {}
 

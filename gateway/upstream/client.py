@@ -8,7 +8,6 @@ the request may have been sent (which decides whether retrying is safe).
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Mapping
 
@@ -66,7 +65,7 @@ class UpstreamClient:
     ) -> None:
         self._proxy_url = proxy_url
         self._max_response_bytes = max_response_bytes
-        self._environ = dict(os.environ if environ is None else environ)
+        self._environ = dict(environ or {})  # the proxy variables, handed in by the composition root
         self._base_urls = dict(base_urls)
         self._connect_timeout_s = connect_timeout_s
         self._attempt_timeout_s = attempt_timeout_s

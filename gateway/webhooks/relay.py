@@ -14,7 +14,6 @@ subscribers deduplicate by ``X-PMC-Event-Id``.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -67,7 +66,7 @@ class WebhookRelay:
         self._poll_s = poll_s
         self._ca_file = ca_file
         self._proxy_url = proxy_url
-        self._environ = dict(os.environ if environ is None else environ)
+        self._environ = dict(environ or {})  # the proxy variables, handed in by the composition root
         self.backlog = 0
         self.dead_letters = 0
         self._session: aiohttp.ClientSession | None = None
@@ -104,10 +103,10 @@ class WebhookRelay:
                     last_count = now
             except StoreError as exc:
                 log.warning("webhook_store_unavailable", error=str(exc))
-                await asyncio.sleep(1.0)
+                await self._clock.sleep(1.0)
                 continue
             if not blobs:
-                await asyncio.sleep(self._poll_s)
+                await self._clock.sleep(self._poll_s)
                 continue
             await asyncio.gather(*(self._deliver(WebhookEvent.from_blob(blob)) for blob in blobs))
 

@@ -5,12 +5,14 @@ connection stays aiohttp's to bound."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from gateway.core.ids import MonotonicUlids
 from gateway.inbound.connection_guard import GuardedTCPSite
 from tests.support.servers import free_port
 
@@ -28,7 +30,8 @@ async def port() -> AsyncIterator[int]:
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=75)
     await runner.setup()
     chosen = free_port()
-    await GuardedTCPSite(runner, "127.0.0.1", chosen, header_timeout_s=HEADER_TIMEOUT_S).start()
+    ids = MonotonicUlids(random.Random(1), lambda: 1_773_135_000_000)
+    await GuardedTCPSite(runner, "127.0.0.1", chosen, header_timeout_s=HEADER_TIMEOUT_S, make_ulid=ids).start()
     yield chosen
     await runner.cleanup()
 

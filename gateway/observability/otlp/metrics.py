@@ -17,7 +17,6 @@ histograms (otlp/histograms.py) join each collection, for both outputs alike.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -134,7 +133,7 @@ class ExpositionAndPushReader(PrometheusMetricReader):
         super().shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def interval_from_env(environ: Mapping[str, str] = os.environ, default_s: float = 10.0) -> float:
+def interval_from_env(environ: Mapping[str, str], default_s: float = 10.0) -> float:
     """``OTEL_METRIC_EXPORT_INTERVAL`` (milliseconds) when set and valid, else ``default_s``."""
     try:
         interval_ms = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL", ""))

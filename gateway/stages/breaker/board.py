@@ -84,7 +84,7 @@ class BreakerBoard:
 
     async def _sync_forever(self) -> None:
         while True:
-            await asyncio.sleep(SYNC_INTERVAL_S)
+            await self._clock.sleep(SYNC_INTERVAL_S)
             await self.sync_once()
 
     def refuses_after(self, environment: str, route: str, wait_s: float) -> bool:

@@ -31,10 +31,10 @@ REMOTE = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_
                      trace_flags=TraceFlags(1), trace_state=TraceState([("vendor", "x1")]))
 
 
-def _tracer(exporter: InMemorySpanExporter | None = None, seed: int = 7) -> tuple[RequestTracer, InMemorySpanExporter]:
+def _tracer(exporter: InMemorySpanExporter | None = None, seed: int = 7, enabled: bool = True) -> tuple[RequestTracer, InMemorySpanExporter]:
     exporter = exporter or InMemorySpanExporter()
     processor = SimpleSpanProcessor(ReadableSpanExporter(exporter))
-    return RequestTracer(resource=RESOURCE, scope_name="pmc-gateway", processors=[processor], rng=random.Random(seed)), exporter
+    return RequestTracer(resource=RESOURCE, scope_name="pmc-gateway", processors=[processor], rng=random.Random(seed), enabled=enabled), exporter
 
 
 def _request(tracer: RequestTracer, parent: SpanContext | None = None) -> tuple[RequestSpan, RequestSpan]:
@@ -128,9 +128,14 @@ def test_the_operators_sampler_decides(monkeypatch: pytest.MonkeyPatch, sampler:
     assert exported_share[0] <= share <= exported_share[1]
 
 
-def test_otel_sdk_disabled_turns_spans_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    tracer, exporter = _tracer()
+def test_otel_sdk_disabled_turns_spans_off() -> None:
+    from gateway.observability.telemetry import Telemetry
+    from gateway.settings import TelemetrySettings
+
+    disabled = Telemetry(TelemetrySettings(), member_id="t", environ={"OTEL_SDK_DISABLED": "true"})
+    assert not disabled.tracer.enabled  # the composition root's environment decides
+    disabled.shutdown()
+    tracer, exporter = _tracer(enabled=False)
     span = tracer.start("GET", SpanKind.SERVER, None)
     assert not span.is_recording()
     span.end()

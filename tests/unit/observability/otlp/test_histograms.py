@@ -100,12 +100,12 @@ def _record_traffic(telemetry: Telemetry) -> None:
 
 
 @pytest.mark.parametrize("sdk_path_env", ["OTEL_METRICS_EXEMPLAR_FILTER", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"])
-def test_prometheus_exposition_is_the_same_either_way(sdk_path_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prometheus_exposition_is_the_same_either_way(sdk_path_env: str) -> None:
     """Local histograms, or SDK instruments when exemplars or delta output are asked for:
     a scrape cannot tell which recorded the traffic."""
-    local = Telemetry(TelemetrySettings(), member_id="t")
-    monkeypatch.setenv(sdk_path_env, "always_off" if "EXEMPLAR" in sdk_path_env else "delta")
-    through_sdk = Telemetry(TelemetrySettings(), member_id="t")
+    local = Telemetry(TelemetrySettings(), member_id="t", environ={})
+    asked = {sdk_path_env: "always_off" if "EXEMPLAR" in sdk_path_env else "delta"}
+    through_sdk = Telemetry(TelemetrySettings(), member_id="t", environ=asked)
     try:
         assert type(local.server_duration) is not type(through_sdk.server_duration)
         for telemetry in (local, through_sdk):
