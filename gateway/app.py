@@ -50,7 +50,7 @@ from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.stages.credentials import CredentialSource, CredentialsStage
 from gateway.stages.hedging.stage import HedgeRoom, HedgingStage
 from gateway.stages.idempotency import IdempotencyStage
-from gateway.stages.jobs import JobsStage
+from gateway.stages.jobs.stage import JobsStage
 from gateway.stages.rate_budget import BudgetTable, KeyUsage, RateBudgetStage
 from gateway.stages.reads.invalidation import ReadInvalidator
 from gateway.stages.reads.rules import ReadRules

@@ -16,7 +16,7 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.request.record import RequestRecord
-from gateway.stages.jobs import job_story
+from gateway.stages.jobs.domain import job_story
 from gateway.store.protocols import TriageStore
 
 log = structlog.get_logger("gateway.triage")

@@ -18,7 +18,7 @@ from gateway.request.keys import CALLER, RECORD
 from gateway.request.record import RequestRecord
 from gateway.request.routes import route_template
 from gateway.request.types import UpstreamRequest, UpstreamResponse
-from gateway.stages.jobs import booking_of
+from gateway.stages.jobs.domain import booking_of
 
 MAX_IDEMPOTENCY_KEY = 255
 _SNIFF_LIMIT = 256 * 1024

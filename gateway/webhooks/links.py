@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 
 from gateway.errors import StoreError
-from gateway.stages.jobs import booking_of, job_entry_key
+from gateway.stages.jobs.domain import booking_of, job_entry_key
 from gateway.store.protocols import JobStore
 from gateway.webhooks.event import WebhookEvent
 
