@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
 
+from gateway.observability.names import Exposition as E
 from gateway.settings import TelemetrySettings
 
-SERVER = "http_server_request_duration_seconds"
-ADDED = "pmc_gateway_added_latency_seconds"
+SERVER = f"{E.SERVER_DURATION}"
+ADDED = f"{E.ADDED_LATENCY}"
 PROXIED = 'pmc_client!=""'
 WINDOWS = ("5m", "30m", "1h", "6h", "3d", "30d")
 BURNS = (  # (burn rate, long window, short window, for, severity of a paging SLO)
@@ -194,35 +195,35 @@ def rules_yaml(slos: Slos) -> str:
     return "\n".join(out) + "\n" + OPERATIONS
 
 
-OPERATIONS = """
+OPERATIONS = f"""
   - name: pmc-gateway-operations
     rules:
       - alert: PmcGatewayWebhookSignatureFailures
-        expr: sum(increase(pmc_gateway_webhook_rejected_total{reason=~"invalid_signature|stale_timestamp"}[10m])) > 10
+        expr: sum(increase({E.WEBHOOK_REJECTED}{{reason=~"invalid_signature|stale_timestamp"}}[10m])) > 10
         for: 5m
-        labels: {severity: page}
+        labels: {{severity: page}}
         annotations:
           summary: "more than 10 webhook posts failed signature or timestamp checks in 10 minutes"
           runbook: "Each rejection is logged with requestId, source IP and reason (event webhook_rejected): triage by requestId; a rotated PinmyCal secret missing from webhooks.secret_envs looks like this, so does someone probing the endpoint."
       - alert: PmcGatewayBreakerStuckOpen
-        expr: max by (pmc_environment, http_route) (pmc_gateway_breaker_state) == 2
+        expr: max by (pmc_environment, http_route) ({E.BREAKER_STATE}) == 2
         for: 5m
-        labels: {severity: page}
+        labels: {{severity: page}}
         annotations:
-          summary: "the circuit for {{ $labels.pmc_environment }} {{ $labels.http_route }} has been open for 5 minutes"
+          summary: "the circuit for {{{{ $labels.pmc_environment }}}} {{{{ $labels.http_route }}}} has been open for 5 minutes"
           runbook: "Callers get 503 CIRCUIT_OPEN. Triage by requestId of a recent failure (/_gateway/status recentFailures) to see the upstream answers that opened it."
       - alert: PmcGatewayStoreDown
-        expr: min(pmc_gateway_store_up) == 0
+        expr: min({E.STORE_UP}) == 0
         for: 2m
-        labels: {severity: page}
+        labels: {{severity: page}}
         annotations:
           summary: "a gateway cannot reach its Redis store: budgets run on the local share, idempotency is per replica, webhooks are refused with 503"
           runbook: "Check Redis; /_gateway/ready on each replica says why. Triage affected requests by requestId."
       - alert: PmcGatewayApiKeyOld
-        expr: max by (pmc_environment) (pmc_gateway_api_key_age_days) > 90
+        expr: max by (pmc_environment) ({E.API_KEY_AGE}) > 90
         for: 1h
-        labels: {severity: ticket}
+        labels: {{severity: ticket}}
         annotations:
-          summary: "the PinmyCal API key of {{ $labels.pmc_environment }} is older than 90 days"
+          summary: "the PinmyCal API key of {{{{ $labels.pmc_environment }}}} is older than 90 days"
           runbook: "Rotate it (README, rotation runbook); requests keep flowing during a reload. Triage any failures after rotation by requestId."
 """

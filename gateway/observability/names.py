@@ -27,25 +27,36 @@ READS = "pmc_gateway_reads"  # pmc_gateway_reads_total{http_route, result}: how 
 READ_INVALIDATIONS = "pmc_gateway_read_invalidations"  # pmc_gateway_read_invalidations_total{source}
 HEDGES = "pmc_gateway_hedges"  # pmc_gateway_hedges_total{http_route, outcome}: won, lost, skipped
 
-PROMETHEUS_NAMES = (
-    "http_server_request_duration_seconds",
-    "http_client_request_duration_seconds",
-    "pmc_gateway_retries_total",
-    "pmc_gateway_breaker_state",
-    "pmc_gateway_budget_wait_seconds",
-    "pmc_gateway_budget_rejected_total",
-    "pmc_gateway_upstream_throttled_total",
-    "pmc_gateway_idempotent_replays_total",
-    "pmc_gateway_webhook_rejected_total",
-    "pmc_gateway_webhook_delivery_backlog",
-    "pmc_gateway_budget_used_ratio",
-    "pmc_gateway_added_latency_seconds",
-    "pmc_gateway_jobs_total",
-    "pmc_gateway_job_duration_seconds",
-    "pmc_gateway_job_polls_total",
-    "pmc_gateway_reads_total",
-    "pmc_gateway_read_invalidations_total",
-    "pmc_gateway_hedges_total",
+class Exposition:
+    """The Prometheus names of the instruments above (OpenTelemetry name, unit suffix, ``_total``
+    for counters): what dashboards/ and the alert rules are built from, never typed again there."""
+
+    SERVER_DURATION = "http_server_request_duration_seconds"
+    CLIENT_DURATION = "http_client_request_duration_seconds"
+    RETRIES = "pmc_gateway_retries_total"
+    RETRY_BUDGET_EXHAUSTED = "pmc_gateway_retry_budget_exhausted_total"
+    BREAKER_STATE = "pmc_gateway_breaker_state"
+    BUDGET_WAIT = "pmc_gateway_budget_wait_seconds"
+    BUDGET_REJECTED = "pmc_gateway_budget_rejected_total"
+    UPSTREAM_THROTTLED = "pmc_gateway_upstream_throttled_total"
+    IDEMPOTENT_REPLAYS = "pmc_gateway_idempotent_replays_total"
+    WEBHOOK_REJECTED = "pmc_gateway_webhook_rejected_total"
+    WEBHOOK_BACKLOG = "pmc_gateway_webhook_delivery_backlog"
+    STORE_UP = "pmc_gateway_store_up"
+    API_KEY_AGE = "pmc_gateway_api_key_age_days"
+    BUDGET_USED = "pmc_gateway_budget_used_ratio"
+    ADDED_LATENCY = "pmc_gateway_added_latency_seconds"
+    JOBS = "pmc_gateway_jobs_total"
+    JOB_DURATION = "pmc_gateway_job_duration_seconds"
+    JOB_POLLS = "pmc_gateway_job_polls_total"
+    READS = "pmc_gateway_reads_total"
+    READ_INVALIDATIONS = "pmc_gateway_read_invalidations_total"
+    HEDGES = "pmc_gateway_hedges_total"
+
+
+# The SPEC §8 families a scrape must show (tests/integration/test_telemetry.py checks each).
+PROMETHEUS_NAMES = tuple(
+    value for name, value in vars(Exposition).items() if not name.startswith("_") and name not in ("RETRY_BUDGET_EXHAUSTED", "STORE_UP", "API_KEY_AGE")
 )
 
 # -- attribute names -------------------------------------------------------------------

@@ -78,6 +78,7 @@ async def scrape_after_traffic(upstream: ScriptedUpstream, session: aiohttp.Clie
         retry={"budget_percent": 0, "min_retries_per_second": 0.1, "budget_window_s": 10, "base_delay_ms": 1, "max_delay_ms": 2},
         budget={"max_wait_ms": 100},
         reads={"routes": {"/v1/availability": {"fresh_s": 10}}},  # the shared-read panels' series
+        hedging={"routes": ["/v1/availability"]},  # and the hedging panel's
     )
     document["environments"]["live"]["api_key_rotated_at"] = "2026-01-01"
     document["clients"]["ops-tools"]["requests_per_minute"] = 1

@@ -194,6 +194,7 @@ async def prometheus_and_gateway(tmp_path: Path, session: aiohttp.ClientSession)
         sim_url,
         retry={"max_attempts": 3, "base_delay_ms": 5, "max_delay_ms": 20, "budget_percent": 50},
         reads={"routes": {"/v1/availability": {"fresh_s": 1}}},  # the shared-read panels' series
+        hedging={"routes": ["/v1/availability"]},  # and the hedging panel's
     )
     try:
         async with gateway(document) as gw:
