@@ -63,3 +63,27 @@ async def test_no_hedge_while_the_key_has_spent_its_share_of_the_limit(upstream:
         assert status == 200 and headers["X-Gateway-Attempts"] == "1" and len(upstream.received) == 3
         metrics = await (await session.get(f"{gw.url}/_gateway/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).text()
         assert 'pmc_gateway_hedges_total{http_route="/v1/availability",outcome="skipped"} 1.0' in metrics
+
+
+async def test_the_hedges_client_span_says_so(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    upstream.then(Step(delay_s=2), Step())
+    async with gateway(gateway_document(upstream.url, hedging=HEDGING), span_exporter=exporter) as gw:
+        status, _, _ = await call(session, "GET", f"{gw.url}/v1/availability?date=2026-03-11")
+        assert status == 200
+    # the gateway has stopped: every span ended and flushed
+    clients = [s for s in exporter.get_finished_spans() if s.kind.name == "CLIENT"]
+    assert sorted(bool((s.attributes or {}).get("pmc.hedge")) for s in clients) == [False, True]
+    hedge = next(s for s in clients if (s.attributes or {}).get("pmc.hedge"))
+    assert (hedge.attributes or {}).get("http.request.resend_count") == 1
+
+
+async def test_the_leader_of_a_coalesced_read_hedges_and_its_followers_get_the_winner(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+    upstream.then(Step(delay_s=2, body={"status": "ok", "slots": ["late"]}), Step(body={"status": "ok", "slots": ["hedge"]}))
+    reads = {"coalesce": True, "routes": {"/v1/availability": {"fresh_s": 0}}}
+    async with gateway(gateway_document(upstream.url, hedging=HEDGING, reads=reads)) as gw:
+        answers = await asyncio.gather(*(call(session, "GET", f"{gw.url}/v1/availability?date=2026-03-12") for _ in range(5)))
+    assert [json.loads(body)["slots"] for _, _, body in answers] == [["hedge"]] * 5
+    assert len(upstream.received) == 2  # one leader, one hedge: followers joined, none hedged alone
