@@ -7,12 +7,13 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, cast
 
 import structlog
 
 from gateway.core import json_bytes
-from gateway.core.clock import Clock, SystemClock
+from gateway.core.clock import Clock, SystemClock, iso_utc_ms
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.request.record import RequestRecord
@@ -126,17 +127,21 @@ def render(record: dict[str, object]) -> str:
     if record.get("idempotencyKey"):
         lines.append(f"idem key  {record['idempotencyKey']}")
     attempts = cast(list[dict[str, Any]], record.get("attempts") or [])
-    upstream_ms = sum(float(a.get("latencyMs") or 0) for a in attempts)
-    backoff_ms = sum(float(a.get("delayMs") or 0) for a in attempts)
+    # Each stretch of time once: a hedge ran beside its attempt, a job's polls inside the job's time.
+    own = [a for a in attempts if not a.get("hedge") and not a.get("jobPoll")]
+    upstream_ms = sum(float(a.get("latencyMs") or 0) for a in own)
+    backoff_ms = sum(float(a.get("delayMs") or 0) for a in own)
     budget_ms = float(record.get("budgetWaitMs") or 0)  # type: ignore[arg-type]
     job_ms = float(record.get("jobWaitMs") or 0)  # type: ignore[arg-type]
     total = float(record.get("latencyMs") or 0)  # type: ignore[arg-type]
     lines.append("")
-    lines.append(f"attempts  {len(attempts)}")
+    polls = sum(1 for a in attempts if a.get("jobPoll"))
+    lines.append(f"attempts  {len(attempts) - polls}" + (f" (and {polls} poll(s) while following its job)" if polls else ""))
     for a in attempts:
         outcome = a.get("status") or a.get("error") or "?"
+        label = "poll" if a.get("jobPoll") else f"#{a['attempt']}" + (" hedge" if a.get("hedge") else "")
         lines.append(
-            f"  #{a['attempt']}  waited {float(a.get('delayMs') or 0):8.1f} ms  →  {outcome!s:<22}"
+            f"  {label:<9} waited {float(a.get('delayMs') or 0):8.1f} ms  →  {outcome!s:<22}"
             f" in {float(a.get('latencyMs') or 0):8.1f} ms"
         )
     lines.append("")
@@ -174,9 +179,24 @@ def _timeline(record: dict[str, object]) -> list[str]:
         lines = [f"  {_when(event.get('receivedAt'))}  webhook {event.get('type')} {event['eventId']}"]
         lines += [f"  {blank}    → {d['subscriber']}: {d['status']} (attempt {d['attempts']})" for d in event.get("deliveries", [])]
         moments.append((str(event.get("receivedAt") or ""), lines))
-    out = ["", "what happened next", f"  {record.get('startedAt')}  request answered {record.get('status')}"]
+    answered = _answered_at(record)
+    answer = [f"  {answered}  request answered {record.get('status')}"]
     if record.get("bookingId"):
-        out.append(f"  {blank}  booking {record['bookingId']}")
-    for _, lines in sorted(moments, key=lambda m: m[0]):
+        answer.append(f"  {blank}  booking {record['bookingId']}")
+    moments.append((answered, answer))
+    out = ["", "what happened next", f"  {record.get('startedAt')}  request received"]
+    for _, lines in sorted(moments, key=lambda m: m[0]):  # RFC 3339 UTC with milliseconds: sorts as time
         out += lines
     return out
+
+
+def _answered_at(record: dict[str, object]) -> str:
+    """When the answer left: the start plus the request's latency, in the record's own format."""
+    started = record.get("startedAt")
+    if not isinstance(started, str):
+        return "~"
+    try:
+        at = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return started
+    return iso_utc_ms(at + float(record.get("latencyMs") or 0) / 1000)  # type: ignore[arg-type]
