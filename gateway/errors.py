@@ -3,6 +3,7 @@
     GatewayError
     ├── ConfigError                  config or secrets unusable (exit 2 / reload refused)
     ├── StoreError                   the shared store did not answer in time
+    │   └── ReplicasBehind           it answered, but too few replicas hold a webhook yet (webhook_ack_replicas)
     └── Refusal                      an answer the gateway makes itself (SPEC §4 table)
         ├── BadRequest               400 BAD_REQUEST
         ├── Unauthenticated          401 GATEWAY_UNAUTHENTICATED
@@ -44,6 +45,11 @@ class ConfigError(GatewayError):
 
 class StoreError(GatewayError):
     """The shared store failed or timed out; callers fall back or refuse, never hang."""
+
+
+class ReplicasBehind(StoreError):
+    """The store answered, but fewer replicas than ``webhook_ack_replicas`` hold the event yet: that
+    one webhook is refused (503, the sender retries), the store is not down."""
 
 
 class Refusal(GatewayError):

@@ -19,7 +19,7 @@ from typing import Any
 from redis import RedisError
 from redis.commands.core import AsyncScript
 
-from gateway.errors import StoreError
+from gateway.errors import ReplicasBehind, StoreError
 from gateway.store import redis_connection, rolling_budget
 from gateway.store.protocols import (
     Admission,
@@ -394,7 +394,7 @@ class RedisStore:
         if int(acked) < self._ack_replicas:
             if accepted:
                 await self._script("webhook_unaccept", keys, [event_id])
-            raise StoreError(
+            raise ReplicasBehind(
                 f"redis: {acked} of the {self._ack_replicas} replicas webhook_ack_replicas asks for hold the event "
                 f"after {WEBHOOK_WAIT_MS} ms"
             )

@@ -33,7 +33,7 @@ import structlog
 
 from gateway.core.clock import Clock
 from gateway.core.tasks import stop_task
-from gateway.errors import StoreError
+from gateway.errors import ReplicasBehind, StoreError
 from gateway.store.memory import MemoryStore
 from gateway.store.protocols import (
     Admission,
@@ -314,6 +314,8 @@ class ResilientStore:
             raise StoreError(self.last_error or "store unreachable")
         try:
             return await call()
+        except ReplicasBehind:
+            raise  # Redis answered: one webhook waits for its replicas, nothing else falls back
         except StoreError as exc:
             self._mark_down(exc)
             raise
