@@ -87,3 +87,17 @@ async def test_the_leader_of_a_coalesced_read_hedges_and_its_followers_get_the_w
         answers = await asyncio.gather(*(call(session, "GET", f"{gw.url}/v1/availability?date=2026-03-12") for _ in range(5)))
     assert [json.loads(body)["slots"] for _, _, body in answers] == [["hedge"]] * 5
     assert len(upstream.received) == 2  # one leader, one hedge: followers joined, none hedged alone
+
+
+async def test_no_hedge_while_the_breaker_is_not_closed(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:
+    """A half-open circuit lets one trial through: that trial is never doubled by a hedge."""
+    document = gateway_document(upstream.url, hedging=HEDGING, breaker={"fail_max": 1, "reset_timeout_s": 0.2}, retry={"max_attempts": 1})
+    async with gateway(document) as gw:
+        upstream.then(Step(status=503))
+        assert (await call(session, "GET", f"{gw.url}/v1/availability?date=2026-03-13"))[0] == 503  # opens the circuit
+        await asyncio.sleep(0.3)  # past reset_timeout: the next call is the half-open trial
+        upstream.then(Step(delay_s=0.4))
+        status, headers, _ = await call(session, "GET", f"{gw.url}/v1/availability?date=2026-03-13")
+        assert status == 200 and headers["X-Gateway-Attempts"] == "1" and len(upstream.received) == 2
+        metrics = await (await session.get(f"{gw.url}/_gateway/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).text()
+        assert 'pmc_gateway_hedges_total{http_route="/v1/availability",outcome="skipped"} 1.0' in metrics
