@@ -1,42 +1,25 @@
-"""Typed, frozen configuration (SPEC §3), validated once at start-up.
-
-The TOML file holds no secrets: it names the environment variable (``*_env``) or
-file (``*_file``) holding each one. :func:`load` parses and validates the schema;
-:func:`resolve_secrets` reads the secrets. Both report every problem as
-``field.path: message`` through :class:`ConfigError`, so ``check-config`` can print
-them all at once instead of stopping at the first.
-"""
+"""The typed, frozen configuration (SPEC §3): every section, its bounds and the rules within it."""
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import ipaddress
 import re
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.core.histogram_buckets import ADDED_LATENCY_BUCKETS, SECONDS_BUCKETS
 from gateway.core.proxy_url import parse_proxy
-from gateway.errors import ConfigError
 
 PositiveInt = Annotated[int, Field(gt=0)]
+
+
 # TOML arrays arrive as lists; frozen settings keep them as tuples (items stay strictly typed).
 StrTuple = Annotated[tuple[str, ...], Field(strict=False)]
+
+
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
@@ -276,6 +259,8 @@ class IdempotencySettings(_Section):
 
 
 ROUTE_TEMPLATE = r"^/v1/[A-Za-z0-9._~{}/-]*$"
+
+
 INVALIDATION_SOURCES = ("booking",)
 
 
@@ -420,299 +405,3 @@ class Settings(_Section):
 
     def base_url_of(self, environment: str) -> str:
         return self.environments[environment].base_url or self.upstream.base_url
-
-
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def _cross_checks(settings: Settings) -> list[str]:
-    """Rules spanning sections, reported with the path of the offending field."""
-    problems: list[str] = []
-    for name in settings.environments:
-        if not _NAME.match(name):
-            problems.append(f"environments.{name}: name must match [A-Za-z0-9._-]{{1,64}}")
-    seen_tokens: dict[str, str] = {}
-    for name, client in settings.clients.items():
-        if not _NAME.match(name):
-            problems.append(f"clients.{name}: name must match [A-Za-z0-9._-]{{1,64}}")
-        for env in client.environments:
-            if env not in settings.environments:
-                problems.append(
-                    f"clients.{name}.environments: unknown environment {env!r}; "
-                    f"defined: {sorted(settings.environments)}"
-                )
-        if client.token_sha256 in seen_tokens:
-            problems.append(
-                f"clients.{name}.token_sha256: same token as clients.{seen_tokens[client.token_sha256]}"
-            )
-        seen_tokens[client.token_sha256] = name
-    for env_name, environment in settings.environments.items():
-        if settings.budget.burst > environment.rate_limit_per_minute:
-            problems.append(
-                f"budget.burst: {settings.budget.burst} is above environments.{env_name}.rate_limit_per_minute "
-                f"({environment.rate_limit_per_minute}); it must be in [0, the limit] (0: the whole limit)"
-            )
-    if settings.server.workers > 1 and settings.store.is_memory:
-        problems.append(
-            "server.workers: workers > 1 requires a shared store (store.url = \"redis://...\"); "
-            "memory:// is private to one process"
-        )
-    for i, sub in enumerate(settings.webhooks.subscribers):
-        if sub.url.startswith("http://") and not settings.webhooks.allow_insecure_http:
-            problems.append(
-                f"webhooks.subscribers.{i}.url: must be https:// unless "
-                "webhooks.allow_insecure_http = true"
-            )
-    return problems
-
-
-def warnings(settings: Settings) -> list[str]:
-    """What is allowed but probably not meant, as ``field.path: message``."""
-    found = []
-    for name, client in settings.clients.items():
-        for env in client.environments:
-            limit = settings.environments[env].rate_limit_per_minute if env in settings.environments else None
-            if client.requests_per_minute is not None and limit is not None and client.requests_per_minute > limit:
-                found.append(
-                    f"clients.{name}.requests_per_minute: {client.requests_per_minute} is above "
-                    f"environments.{env}.rate_limit_per_minute ({limit}); the key's limit holds first"
-                )
-    return found
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The settings model a location's keys belong to (``("store",)`` → StoreSettings)."""
-    model: Any = Settings
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            continue  # a table's own name: environments.live, clients.web, reads.routes."/v1/…"
-        model = _inner_model(field.annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _inner_model(annotation: Any) -> Any:
-    """The model inside ``X | None``, ``dict[str, X]`` or ``tuple[X, ...]``."""
-    for arg in (*get_args(annotation), annotation):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-        for inner in get_args(arg):
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                return inner
-    return None
-
-
-def _format_validation_error(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-            model = _model_at(loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [], n=1)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        elif error["type"] not in ("value_error", "assertion_error") and "input" in error and not isinstance(error["input"], dict | list):
-            message += f", got {error['input']!r}"
-        model = _model_at(loc)
-        first = message.split(" ", 1)
-        if error["type"] == "value_error" and model is not None and len(first) == 2 and first[0] in model.model_fields:
-            loc, message = (*loc, first[0]), first[1]  # "store: cluster needs …" → "store.cluster: needs …"
-        path = ".".join(str(part) for part in loc) or "(file)"
-        problems.append(f"{path}: {message}")
-    return problems
-
-
-def parse(document: Mapping[str, object]) -> Settings:
-    """Validate an already-parsed TOML document; raise :class:`ConfigError` listing every problem."""
-    try:
-        settings = Settings.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc)) from None
-    problems = _cross_checks(settings)
-    if problems:
-        raise ConfigError(problems)
-    return settings
-
-
-def read_document(path: str | Path) -> dict[str, object]:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"(file): cannot read {path}: {exc.strerror or exc}"]) from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"(file): not valid TOML: {exc}"]) from None
-
-
-def load(path: str | Path) -> Settings:
-    """Read and validate a TOML config file."""
-    return parse(read_document(path))
-
-
-def check(path: str | Path, environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """``(problems, warnings)`` of a config file and the secrets it names: every problem at once
-    (SPEC §2), so an unknown key does not hide an unset variable. When only unknown keys stop
-    the schema, the rest is still checked as if they were not there."""
-    document = read_document(path)
-    try:
-        loaded = parse(document)
-    except ConfigError as exc:
-        problems = exc.problems
-        try:
-            Settings.model_validate(document)
-        except ValidationError as invalid:
-            errors = invalid.errors()
-            if any(e["type"] != "extra_forbidden" for e in errors):
-                return problems, []
-            for error in errors:
-                _drop(document, error["loc"])
-        try:
-            loaded = parse(document)
-        except ConfigError:
-            return problems, []
-        try:
-            resolve_secrets(loaded, environ)
-        except ConfigError as secret_problems:
-            problems = problems + secret_problems.problems
-        return problems, []
-    try:
-        resolve_secrets(loaded, environ)
-    except ConfigError as exc:
-        return exc.problems, warnings(loaded)
-    return [], warnings(loaded)
-
-
-def _drop(document: dict[str, object], loc: tuple[int | str, ...]) -> None:
-    node: object = document
-    for part in loc[:-1]:
-        node = node[part] if isinstance(node, dict) else node[int(part)] if isinstance(node, list) else None
-    if isinstance(node, dict):
-        node.pop(str(loc[-1]), None)
-
-
-@dataclass(frozen=True, slots=True)
-class Secrets:
-    """Every secret the gateway holds, read from the environment or files. Never logged."""
-
-    api_keys: Mapping[str, str]
-    admin_token: str | None
-    webhook_secrets: tuple[bytes, ...]
-    subscriber_secrets: Mapping[str, bytes]
-    redis_password: str | None = None
-    metrics_token: str | None = None
-
-    def __repr__(self) -> str:  # keeps secrets out of tracebacks and debug output
-        return f"Secrets(environments={sorted(self.api_keys)}, admin_token={'set' if self.admin_token else 'unset'})"
-
-
-API_KEY = re.compile(r"^[\x21-\x7e]{8,512}$")
-
-
-def read_api_key(
-    env: EnvironmentSettings, environ: Mapping[str, str]
-) -> tuple[str | None, str | None]:
-    """Return ``(key, problem)``: the environment's current key from its source."""
-    if env.api_key_env is not None:
-        value = environ.get(env.api_key_env)
-        if value is None:
-            return None, f"environment variable {env.api_key_env} is not set"
-        source = f"environment variable {env.api_key_env}"
-    else:
-        assert env.api_key_file is not None  # guaranteed by _one_key_source
-        try:
-            value = Path(env.api_key_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            return None, f"cannot read {env.api_key_file}: {getattr(exc, 'strerror', None) or exc}"
-        source = f"file {env.api_key_file}"
-    value = value.strip()
-    if not API_KEY.match(value):
-        return None, f"{source} does not hold a usable API key (8-512 printable characters)"
-    return value, None
-
-
-def resolve_secrets(settings: Settings, environ: Mapping[str, str]) -> Secrets:
-    """Read every secret the config names from ``environ`` (the process environment, handed in by the
-    entry point) and the files it names; raise :class:`ConfigError` listing all that are missing."""
-    problems: list[str] = []
-    api_keys: dict[str, str] = {}
-    for name, env in settings.environments.items():
-        key, problem = read_api_key(env, environ)
-        field = "api_key_env" if env.api_key_env is not None else "api_key_file"
-        if problem:
-            problems.append(f"environments.{name}.{field}: {problem}")
-        else:
-            assert key is not None
-            api_keys[name] = key
-
-    admin_token = None
-    if settings.server.admin_token_env:
-        admin_token = environ.get(settings.server.admin_token_env)
-        if not admin_token:
-            problems.append(
-                f"server.admin_token_env: environment variable {settings.server.admin_token_env} is not set"
-            )
-        elif len(admin_token) < 16:
-            problems.append("server.admin_token_env: the admin token must be at least 16 characters")
-
-    webhook_secrets = tuple(
-        environ[name].encode() for name in settings.webhooks.secret_envs if environ.get(name)
-    )
-    if settings.webhooks.secret_envs and not webhook_secrets:
-        problems.append(
-            "webhooks.secret_envs: none of "
-            + ", ".join(settings.webhooks.secret_envs)
-            + " is set (set one, or secret_envs = [] to turn webhook ingress off)"
-        )
-
-    subscriber_secrets: dict[str, bytes] = {}
-    for i, sub in enumerate(settings.webhooks.subscribers):
-        if sub.secret_env is None:
-            continue
-        value = environ.get(sub.secret_env)
-        if not value:
-            problems.append(
-                f"webhooks.subscribers.{i}.secret_env: environment variable {sub.secret_env} is not set"
-            )
-        else:
-            subscriber_secrets[sub.name] = value.encode()
-
-    if settings.server.tls is not None:
-        for field in ("cert_file", "key_file"):
-            file = getattr(settings.server.tls, field)
-            if not Path(file).is_file():
-                problems.append(f"server.tls.{field}: no such file {file}")
-    if settings.upstream.ca_file and not Path(settings.upstream.ca_file).is_file():
-        problems.append(f"upstream.ca_file: no such file {settings.upstream.ca_file}")
-    if settings.store.ca_file and not Path(settings.store.ca_file).is_file():
-        problems.append(f"store.ca_file: no such file {settings.store.ca_file}")
-    redis_password = None
-    if settings.store.password_env:
-        redis_password = environ.get(settings.store.password_env)
-        if not redis_password:
-            problems.append(f"store.password_env: environment variable {settings.store.password_env} is not set")
-
-    metrics_token = None
-    if settings.telemetry.metrics_token_env:
-        metrics_token = environ.get(settings.telemetry.metrics_token_env)
-        if not metrics_token:
-            problems.append(f"telemetry.metrics_token_env: environment variable {settings.telemetry.metrics_token_env} is not set")
-        elif len(metrics_token) < 16:
-            problems.append("telemetry.metrics_token_env: the metrics token must be at least 16 characters")
-        elif metrics_token == admin_token:
-            problems.append("telemetry.metrics_token_env: the metrics token must differ from the admin token")
-
-    if problems:
-        raise ConfigError(problems)
-    return Secrets(api_keys, admin_token, webhook_secrets, subscriber_secrets, redis_password, metrics_token)
-
-
-def token_digest(token: str) -> str:
-    """The hex sha256 a client's ``token_sha256`` holds."""
-    return hashlib.sha256(token.encode()).hexdigest()
