@@ -302,7 +302,7 @@ def build_components(
         jobs=jobs,
         reads=reads,
         read_invalidator=read_invalidator,
-        records=RecordWriter(store, before_read=after_answer.drain, clock=clock),
+        records=RecordWriter(store, before_read=after_answer.drain),
         status=status,
         metrics=metrics,
         chain=chain,

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.core.clock import Clock
+from gateway.core.clock import Clock, Pace, real_time_pace
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.observability.slo import SloTracker, merge
@@ -93,9 +93,11 @@ class StatusBoard:
         targets: TelemetrySettings,
         sections: dict[str, Callable[[], Any]],
         extra_snapshot: Callable[[], dict[str, object]] = dict,
+        pace: Pace = real_time_pace,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._pace = pace
         self._member = member_id
         self._targets = targets
         self._availability_target = targets.availability_target
@@ -162,7 +164,7 @@ class StatusBoard:
 
     async def _publish_forever(self) -> None:
         while True:
-            await self._clock.sleep(PUBLISH_INTERVAL_S)
+            await self._pace(PUBLISH_INTERVAL_S)
             await self.publish()
 
     async def other_members(self) -> list[dict[str, Any]]:

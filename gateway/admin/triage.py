@@ -13,7 +13,7 @@ from typing import Any, cast
 import structlog
 
 from gateway.core import json_bytes
-from gateway.core.clock import Clock, SystemClock, iso_utc_ms
+from gateway.core.clock import Pace, iso_utc_ms, real_time_pace
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.request.record import RequestRecord
@@ -37,9 +37,9 @@ class RecordWriter:
         max_batch: int = 500,
         max_pending: int = 20_000,
         before_read: Callable[[], None] = lambda: None,
-        clock: Clock | None = None,
+        pace: Pace = real_time_pace,
     ) -> None:
-        self._clock = clock or SystemClock()
+        self._pace = pace
         self._store = store
         self._before_read = before_read  # submits what answered requests still owe (after_answer.py)
         self._ttl_s = ttl_s
@@ -70,7 +70,7 @@ class RecordWriter:
 
     async def _run(self) -> None:
         while True:
-            await self._clock.sleep(self._interval)
+            await self._pace(self._interval)
             try:
                 while self._pending and await self.flush():
                     pass

@@ -7,6 +7,7 @@ import functools
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,6 +49,16 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += max(0.0, seconds)
+
+
+Pace = Callable[[float], Awaitable[None]]
+
+
+async def real_time_pace(seconds: float) -> None:
+    """How background loops wait between rounds: always real time, whatever clock the request path
+    runs on. Injected like the clock (tests pass their own), but never the clock's own ``sleep``: a
+    ManualClock's returns at once, and a loop paced by it would spin."""
+    await asyncio.sleep(seconds)
 
 
 def seeded_random(seed: int | None = None) -> random.Random:

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import structlog
 
-from gateway.core.clock import Clock
+from gateway.core.clock import Clock, Pace, real_time_pace
 from gateway.core.tasks import stop_task
 from gateway.errors import ReplicasBehind, StoreError
 from gateway.store.memory import MemoryStore
@@ -72,11 +72,13 @@ class ResilientStore:
         recheck_s: float = 1.0,
         heartbeat_s: float = 2.0,
         on_health_change: Callable[[bool, str | None], None] | None = None,
+        pace: Pace = real_time_pace,
     ) -> None:
         self.kind = primary.kind
         self._primary = primary
         self._fallback = MemoryStore(clock)
         self._clock = clock
+        self._pace = pace
         self._member_id = member_id
         self._min_members = min_members
         self.members = min_members
@@ -130,7 +132,7 @@ class ResilientStore:
 
     async def _watch(self) -> None:
         while True:
-            await self._clock.sleep(self._recheck_s if not self.healthy else self._heartbeat_s)
+            await self._pace(self._recheck_s if not self.healthy else self._heartbeat_s)
             try:
                 if not self.healthy:
                     await self._primary.reset()  # connections from before the outage are dead

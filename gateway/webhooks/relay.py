@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gateway.core.clock import Clock
+from gateway.core.clock import Clock, Pace, real_time_pace
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.settings import SubscriberSettings, WebhookSettings
@@ -51,6 +51,7 @@ class WebhookRelay:
         settings: WebhookSettings,
         subscriber_secrets: Mapping[str, bytes],
         clock: Clock,
+        pace: Pace = real_time_pace,
         rng: random.Random,
         poll_s: float = 0.2,
         ca_file: str = "",
@@ -62,6 +63,7 @@ class WebhookRelay:
         self._secrets = dict(subscriber_secrets)
         self._subscribers = {s.name: s for s in settings.subscribers}
         self._clock = clock
+        self._pace = pace
         self._rng = rng
         self._poll_s = poll_s
         self._ca_file = ca_file
@@ -103,10 +105,10 @@ class WebhookRelay:
                     last_count = now
             except StoreError as exc:
                 log.warning("webhook_store_unavailable", error=str(exc))
-                await self._clock.sleep(1.0)
+                await self._pace(1.0)
                 continue
             if not blobs:
-                await self._clock.sleep(self._poll_s)
+                await self._pace(self._poll_s)
                 continue
             await asyncio.gather(*(self._deliver(WebhookEvent.from_blob(blob)) for blob in blobs))
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.core.clock import Clock, SystemClock
+from gateway.core.clock import Clock, Pace, SystemClock, real_time_pace
 from gateway.core.tasks import stop_task
 from gateway.errors import StoreError
 from gateway.stages.breaker.guarded import GuardedBreaker
@@ -34,9 +34,11 @@ class BreakerBoard:
         shared: bool,
         on_transition: Callable[[GuardedBreaker, str, str], None] | None = None,
         clock: Clock | None = None,
+        pace: Pace = real_time_pace,
     ) -> None:
         self._store = store
         self._clock = clock or SystemClock()
+        self._pace = pace
         self._fail_max = fail_max
         self._reset_timeout_s = reset_timeout_s
         self._probe_ttl_s = probe_ttl_s
@@ -84,7 +86,7 @@ class BreakerBoard:
 
     async def _sync_forever(self) -> None:
         while True:
-            await self._clock.sleep(SYNC_INTERVAL_S)
+            await self._pace(SYNC_INTERVAL_S)
             await self.sync_once()
 
     def refuses_after(self, environment: str, route: str, wait_s: float) -> bool:
