@@ -324,13 +324,14 @@ def incident_triage() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Gateway refusals by client (answers the gateway made, not passed through)", pos(0, 24, 16, 8), "ops",
-        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{{by_client},pmc_source="gateway"}}[$__rate_interval]))',
+        # or vector(0): healthy traffic has no refusal, and the panel reads 0, not "no data"
+        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{{by_client},pmc_source="gateway"}}[$__rate_interval])) or vector(0)',
               "{{pmc_client}} {{http_response_status_code}}", "A"),
         query(f'sum by (pmc_client, limit) (rate({E.BUDGET_REJECTED}{{pmc_client=~"${{client:regex}}"}}[$__rate_interval]))', "budget refused ({{limit}}): {{pmc_client}}", "B"),
     ))
     d = d.with_panel(series(
         "Callers locked out (401 unknown token, 403 by client)", pos(16, 24, 8, 8), "ops",
-        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{http_response_status_code=~"401|403",pmc_source="gateway",http_route=~"/v1/.*"}}[$__rate_interval]))',
+        query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{http_response_status_code=~"401|403",pmc_source="gateway",http_route=~"/v1/.*"}}[$__rate_interval])) or vector(0)',
               "{{pmc_client}} {{http_response_status_code}}", "A"),
     ))
     return d
