@@ -197,3 +197,60 @@ async def test_webhook_acks_on_a_cluster_wait_for_the_slot_owners_replica() -> N
             await store.close()
     finally:
         without.stop()
+
+
+async def test_a_webhook_refused_while_the_only_replica_is_gone_is_accepted_once_a_new_one_has_synced() -> None:
+    """Issue 29: after the only replica stopped (503, right) and a new one joined and synced, the
+    sender's retry was still 503. A WAIT shortfall had marked the whole store down; it no longer does."""
+    import redis
+
+    from gateway.core.clock import SystemClock
+    from gateway.errors import ReplicasBehind
+    from gateway.store.redis import RedisStore
+    from gateway.store.resilient import ResilientStore
+    from tests.support.redis_topologies import Topology, _wait_port
+    from tests.support.servers import free_port
+
+    topology = Topology()
+    fast_sync = ("--repl-diskless-sync-delay", "0")
+    primary, first, second = free_port(), free_port(), free_port()
+
+    def replicated(timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = redis.Redis(port=primary).info("replication")
+            if info.get("connected_slaves", 0) >= 1 and info.get("slave0", {}).get("state") == "online":
+                return
+            time.sleep(0.05)
+        raise TimeoutError("no replica in sync")
+
+    try:
+        _wait_port(primary, topology.spawn(primary, "--port", str(primary), *fast_sync))
+        _wait_port(first, topology.spawn(first, "--port", str(first), "--replicaof", "127.0.0.1", str(primary), *fast_sync))
+        replicated()
+        store = ResilientStore(RedisStore(f"redis://127.0.0.1:{primary}/0", ack_replicas=1), member_id="m", min_members=1, clock=SystemClock())
+        await store.start()
+        async def accepted_as_the_sender_retries(event_id: str) -> bool:
+            # A replica the primary calls online may still be loading what it was sent, and miss
+            # a 250 ms WAIT: the sender's retry (exponential backoff) is what the promise rests on.
+            for _ in range(10):
+                try:
+                    return await store.webhook_accept(event_id, b"{}", 60, 1.0)
+                except ReplicasBehind:
+                    await asyncio.sleep(0.2)
+            raise AssertionError(f"{event_id} was never accepted with a replica in sync")
+
+        try:
+            assert await accepted_as_the_sender_retries("evt_before") is True
+            topology.kill(first)
+            with pytest.raises(ReplicasBehind):
+                await store.webhook_accept("evt_during", b"{}", 60, 1.0)
+            assert store.health().healthy  # Redis answered: nothing else falls back
+            _wait_port(second, topology.spawn(second, "--port", str(second), "--replicaof", "127.0.0.1", str(primary), *fast_sync))
+            replicated()
+            assert await accepted_as_the_sender_retries("evt_during") is True
+            assert store.health().healthy
+        finally:
+            await store.close()
+    finally:
+        topology.stop()
