@@ -214,10 +214,12 @@ def slo_overview() -> dashboard.Dashboard:
         query(f"sum by (source) (rate({E.JOB_POLLS}[$__rate_interval]))", "{{source}}"),
         description="Every upstream poll spends a rate-budget slot; shared and cache answers spend none.",
     ))
+    followed = f"sum(rate({E.JOB_DURATION}_count[$__rate_interval]))"
     d = d.with_panel(series(
         "Followed job duration p50 / p95", pos(16, 58, 8, 8), "s",
-        query(f"histogram_quantile(0.5, sum by (le) (rate({E.JOB_DURATION}_bucket[$__rate_interval])))", "p50", "A"),
-        query(f"histogram_quantile(0.95, sum by (le) (rate({E.JOB_DURATION}_bucket[$__rate_interval])))", "p95", "B"),
+        # with no job followed in the window the quantile is NaN: read 0 (no job waited) instead
+        query(f"(histogram_quantile(0.5, sum by (le) (rate({E.JOB_DURATION}_bucket[$__rate_interval]))) and on() ({followed} > 0)) or vector(0)", "p50", "A"),
+        query(f"(histogram_quantile(0.95, sum by (le) (rate({E.JOB_DURATION}_bucket[$__rate_interval]))) and on() ({followed} > 0)) or vector(0)", "p95", "B"),
     ))
     d = d.with_row(dashboard.Row("Shared reads"))
     saved = 'result=~"hit|stale|collapsed"'

@@ -32,8 +32,10 @@ class RecordFacts:
     def replayed(self, request: UpstreamRequest) -> None:
         request.record.replayed = True
 
-    def job_created(self, request: UpstreamRequest, job_id: str) -> None:
+    def job_created(self, request: UpstreamRequest, job_id: str, upstream_request_id: str | None) -> None:
         request.record.job_id = job_id  # whatever the caller is answered in the end, it made this job
+        if upstream_request_id:  # the final job answer carries none: the 202's names the upstream request
+            request.record.upstream_request_id = upstream_request_id
 
     def job_waited(self, request: UpstreamRequest, seconds: float) -> None:
         request.record.job_wait_ms += seconds * 1000

@@ -61,6 +61,7 @@ async def test_prefer_wait_returns_the_completed_job_with_its_polls_counted(sim_
     assert headers["Preference-Applied"] == "wait=5"
     assert record["job"]["state"] == "completed" and record["job"]["polls"] == job_polls(sim) >= 1
     assert record["job"]["finishedAt"] is not None and record["bookingId"] == body["result"]["bookingId"]
+    assert str(record["upstreamRequestId"]).startswith("req_")  # the 202's: the job answer names none
 
 
 async def test_a_job_slower_than_the_wait_returns_the_original_202(sim_jobs: tuple[str, Simulator], session: aiohttp.ClientSession) -> None:

@@ -74,7 +74,7 @@ def rule_expressions(kind: str) -> list[str]:
 # nothing to pre-create at start-up. Everything else must answer a number from the first scrape.
 BORN_WITH_TRAFFIC: tuple[str, ...] = ()  # SPEC §8: every family exists from start-up
 # Series of events healthy traffic never has: a replay, a refusal the gateway made, a locked-out caller.
-BORN_WITH_AN_EVENT = ("pmc_gateway_idempotent_replays_total", 'pmc_source="gateway"', "pmc_gateway_job_duration_seconds")
+BORN_WITH_AN_EVENT: tuple[str, ...] = ()  # SPEC §8: a panel reads 0 before its first event, not empty or NaN
 
 
 class Prometheus:

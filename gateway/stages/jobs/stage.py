@@ -54,7 +54,7 @@ class BookingChanges(Protocol):
 
 
 class JobObserver(Protocol):
-    def job_created(self, request: UpstreamRequest, job_id: str) -> None: ...
+    def job_created(self, request: UpstreamRequest, job_id: str, upstream_request_id: str | None) -> None: ...
     def job_waited(self, request: UpstreamRequest, seconds: float) -> None: ...
     def job_polled(self, request: UpstreamRequest, source: str) -> None: ...
     def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None: ...
@@ -91,7 +91,8 @@ class JobsStage:
         if not payload or not isinstance(payload.get("jobId"), str):
             return response
         job_id = payload["jobId"][:128]
-        self.observer.job_created(request, job_id)
+        upstream_id = payload.get("requestId")
+        self.observer.job_created(request, job_id, upstream_id[:128] if isinstance(upstream_id, str) else None)
         await self.store.job_update(
             job_entry_key(request.environment, job_id),
             {"jobId": job_id, "requestId": request.request_id, "state": "accepted", "createdAt": repr(self.clock.wall())},

@@ -19,7 +19,7 @@ class Notes:
         self.polled: list[str] = []
         self.followed: list[str] = []
 
-    def job_created(self, request: UpstreamRequest, job_id: str) -> None:
+    def job_created(self, request: UpstreamRequest, job_id: str, upstream_request_id: str | None) -> None:
         self.created.append(job_id)
 
     def job_waited(self, request: UpstreamRequest, seconds: float) -> None:
