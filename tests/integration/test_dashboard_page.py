@@ -92,3 +92,7 @@ async def test_dashboard_shows_what_status_says(upstream: ScriptedUpstream, sess
     record = re.search(r'<pre id="record-body">([^<]*)</pre>', record_dom)
     assert record and record.group(1).startswith(f"{failed_id}   GET /v1/availability   → 502")
     assert "#1  waited 0 ms  →  502" in record.group(1)
+    # the budget table fits its panel, and each chart says its scale and its latest reading
+    assert re.search(r'<section[^>]*data-fits="true"[^>]*><h2>Rate budgets', dom)
+    scales = re.findall(r'<canvas id="chart-(\w+)"[^>]*data-scale="([^"]+)"', dom)
+    assert {name for name, _ in scales} == {"availability", "latency"} and all("now" in scale for _, scale in scales)
