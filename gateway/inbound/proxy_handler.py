@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.core.clock import Clock
+from gateway.core.json_bytes import json_object
 from gateway.errors import BadRequest
 from gateway.request import headers as header_rules
 from gateway.request.body import check_json, read_body
@@ -29,11 +29,8 @@ def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> N
     body = response.body
     if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"jobId"' not in body and b'"bookingId"' not in body):
         return
-    try:
-        payload = orjson.loads(body)  # every proxied answer passes here: orjson, the fastest parser at hand
-    except ValueError:  # orjson's JSONDecodeError is one: not JSON, not UTF-8, beyond 64-bit integers
-        return
-    if isinstance(payload, dict):
+    payload = json_object(body)  # every proxied answer passes here: orjson, the fastest parser at hand
+    if payload is not None:
         if isinstance(payload.get("requestId"), str):
             record.upstream_request_id = payload["requestId"][:128]
         if response.status == 202 and isinstance(payload.get("jobId"), str):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping
 
 import structlog
 
+from gateway.core.json_bytes import json_object
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import EnvironmentSettings, read_api_key
 
@@ -84,10 +84,8 @@ class CredentialSource:
 def is_invalid_token(response: UpstreamResponse) -> bool:
     if response.status != 401:
         return False
-    try:
-        return bool(json.loads(response.body).get("code") == "INVALID_TOKEN")
-    except (ValueError, AttributeError):
-        return False
+    payload = json_object(response.body)
+    return payload is not None and payload.get("code") == "INVALID_TOKEN"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.clock import iso_utc_ms
+from gateway.core.json_bytes import json_object
 from gateway.request.stored import decode_answer, encode_answer
 from gateway.request.types import UpstreamResponse
 from gateway.store.protocols import JobStore
@@ -32,14 +33,6 @@ def preferred_wait(headers: tuple[tuple[str, str], ...]) -> int | None:
                 if match:
                     return int(match.group(1))
     return None
-
-
-def json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def state_of(response: UpstreamResponse) -> str | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.clock import Clock
+from gateway.core.json_bytes import json_object
 from gateway.observability.names import JOB_POLL_SOURCES
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.stages.jobs.domain import (
@@ -34,7 +35,6 @@ from gateway.stages.jobs.domain import (
     encode,
     eta_s,
     job_entry_key,
-    json_object,
     preferred_wait,
     state_of,
 )
