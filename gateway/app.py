@@ -206,6 +206,7 @@ def build_components(
         proxy_url=settings.upstream.proxy_url,
         max_response_bytes=settings.upstream.max_response_bytes,
         environ=environ,
+        attempts=observers,
     )
     budget_table = BudgetTable(settings)
     retry_budget = RetryBudget(

@@ -10,12 +10,20 @@ themselves, and telemetry never learns a stage's fact some other way.
 from __future__ import annotations
 
 from gateway.observability.telemetry import Telemetry
-from gateway.request.record import CacheRecord
+from gateway.request.record import AttemptRecord, CacheRecord
 from gateway.request.types import UpstreamRequest
 
 
 class RecordFacts:
     """Writes what the stages report into ``request.record``."""
+
+    def attempt_started(self, request: UpstreamRequest) -> AttemptRecord:
+        """The record's entry for one upstream attempt; the terminal fills in how it ended."""
+        attempt = AttemptRecord(
+            attempt=request.attempt, delay_ms=request.delay_before_s * 1000, hedge=request.hedge, job_poll=request.follow
+        )
+        request.record.attempts.append(attempt)
+        return attempt
 
     def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None:
         request.record.budget_wait_ms += waited_s * 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Mapping
+from typing import Protocol
 
 from opentelemetry.trace import Span
 from yarl import URL
@@ -17,6 +18,7 @@ from yarl import URL
 from gateway import errors
 from gateway.core.clock import Clock
 from gateway.observability.after_answer import AfterAnswer
+from gateway.observability.stage_facts import RecordFacts
 from gateway.observability.telemetry import Telemetry
 from gateway.request import headers
 from gateway.request.record import AttemptRecord
@@ -38,6 +40,10 @@ def client_ssl_context(ca_file: str) -> ssl.SSLContext:
         context.load_verify_locations(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+class AttemptObserver(Protocol):
+    def attempt_started(self, request: UpstreamRequest) -> AttemptRecord: ...
 
 
 ABANDONED = "abandoned"  # an attempt cancelled before its answer: its connection is closed, never pooled
@@ -62,7 +68,9 @@ class UpstreamClient:
         proxy_url: str = "",
         max_response_bytes: int = 64 * 1024 * 1024,
         environ: Mapping[str, str] | None = None,
+        attempts: AttemptObserver | None = None,  # writes each attempt into the request's record
     ) -> None:
+        self._attempts = attempts or RecordFacts()
         self._proxy_url = proxy_url
         self._max_response_bytes = max_response_bytes
         self._environ = dict(environ or {})  # the proxy variables, handed in by the composition root
@@ -105,10 +113,7 @@ class UpstreamClient:
         url = base_url + request.target
         started = self._clock.monotonic()
         remaining = request.deadline - started
-        attempt = AttemptRecord(
-            attempt=request.attempt, delay_ms=request.delay_before_s * 1000, hedge=request.hedge, job_poll=request.follow
-        )
-        request.record.attempts.append(attempt)
+        attempt = self._attempts.attempt_started(request)
         span, traceparent = self._telemetry.start_attempt_span(request, origin.host, origin.port, url.split("?", 1)[0])
         try:
             if remaining <= 0:
