@@ -9,6 +9,11 @@ round: done, retry after an exponential backoff with jitter
 the next try would fall past ``delivery_horizon_s`` after acceptance — dead letter.
 Only the subscribers still pending are tried again. Delivery is at least once:
 subscribers deduplicate by ``X-PMC-Event-Id``.
+
+An acknowledgement the store could not take (a failover, a blip) is kept and sent again before
+the next claim, for as long as the lease it belongs to holds: otherwise the event would wait out
+its whole lease although its round is over. Past the lease another relay may own the event, so
+the kept acknowledgement is dropped and the lapsed lease does its job.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -34,9 +40,19 @@ from gateway.webhooks.signature import sign
 
 log = structlog.get_logger("gateway.webhooks")
 
-LEASE_S = 30.0
 DELIVERY_TIMEOUT_S = 10.0
+# a round posts to every subscriber at once, each bounded by the delivery timeout, so a live relay
+# never outlives this lease; kept short because a lost claim answer strands the event for as long
+LEASE_S = DELIVERY_TIMEOUT_S + 5.0
 BATCH = 16
+
+
+@dataclass(frozen=True)
+class UnsentAck:
+    outcome: str
+    blob: bytes
+    score: float
+    lease_end: float
 
 
 def matching(subscribers: tuple[SubscriberSettings, ...], event_type: str) -> list[str]:
@@ -71,6 +87,8 @@ class WebhookRelay:
         self._environ = dict(environ or {})  # the proxy variables, handed in by the composition root
         self.backlog = 0
         self.dead_letters = 0
+        self._unsent_acks: dict[str, UnsentAck] = {}
+        self._counted_at = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -95,47 +113,67 @@ class WebhookRelay:
             await self._session.close()
 
     async def _run(self) -> None:
-        last_count = 0.0
         while True:
-            now = self._clock.wall()
             try:
-                blobs = await self._store.webhook_claim(now, LEASE_S, BATCH)
-                if now - last_count >= 1.0 or blobs:
-                    self.backlog, self.dead_letters = await self._store.webhook_counts()
-                    last_count = now
+                busy = await self.run_round()
             except StoreError as exc:
                 log.warning("webhook_store_unavailable", error=str(exc))
                 await self._pace(1.0)
                 continue
-            if not blobs:
+            if not busy:
                 await self._pace(self._poll_s)
-                continue
-            await asyncio.gather(*(self._deliver(WebhookEvent.from_blob(blob)) for blob in blobs))
 
-    async def _deliver(self, event: WebhookEvent) -> None:
+    async def run_round(self) -> bool:
+        """One claim and its deliveries; whether anything was due."""
+        now = self._clock.wall()
+        await self._resend_acks(now)
+        blobs = await self._store.webhook_claim(now, LEASE_S, BATCH)
+        if now - self._counted_at >= 1.0 or blobs:
+            self.backlog, self.dead_letters = await self._store.webhook_counts()
+            self._counted_at = now
+        if not blobs:
+            return False
+        lease_end = now + LEASE_S
+        await asyncio.gather(*(self._deliver(WebhookEvent.from_blob(blob), lease_end) for blob in blobs))
+        return True
+
+    async def _resend_acks(self, now: float) -> None:
+        for event_id, ack in list(self._unsent_acks.items()):
+            if now >= ack.lease_end:
+                del self._unsent_acks[event_id]
+                continue
+            await self._store.webhook_finish(event_id, ack.outcome, ack.blob, ack.score)
+            del self._unsent_acks[event_id]
+            log.info("webhook_ack_resent", eventId=event_id, outcome=ack.outcome)
+
+    async def _finish(self, event_id: str, outcome: str, blob: bytes, score: float, lease_end: float) -> None:
+        try:
+            await self._store.webhook_finish(event_id, outcome, blob, score)
+        except StoreError as exc:
+            log.warning("webhook_ack_failed", eventId=event_id, error=str(exc))
+            self._unsent_acks[event_id] = UnsentAck(outcome, blob, score, lease_end)
+
+    async def _deliver(self, event: WebhookEvent, lease_end: float) -> None:
         targets = [name for name in event.pending if name in self._subscribers]
         results = await asyncio.gather(*(self._post(self._subscribers[name], event) for name in targets))
         failures = {name: error for name, error in zip(targets, results, strict=True) if error is not None}
         await note_deliveries(self._store, event, dict(zip(targets, results, strict=True)))
         now = self._clock.wall()
-        try:
-            if not failures:
-                log.info("webhook_delivered", eventId=event.event_id, type=event.type, subscribers=targets, attempts=event.attempts + 1)
-                await self._store.webhook_finish(event.event_id, "done", b"", 0.0)
-                return
-            event.attempts += 1
-            event.pending = sorted(failures)
-            event.last_error = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items()))
-            next_try = now + self.backoff_s(event.attempts)
-            if next_try > event.horizon_from + self._settings.delivery_horizon_s:
-                event.dead_at = now
-                log.error("webhook_dead_letter", eventId=event.event_id, type=event.type, attempts=event.attempts, error=event.last_error)
-                await self._store.webhook_finish(event.event_id, "dead", event.to_blob(), now)
-            else:
-                log.warning("webhook_delivery_failed", eventId=event.event_id, attempts=event.attempts, retryInS=round(next_try - now, 3), error=event.last_error)
-                await self._store.webhook_finish(event.event_id, "retry", event.to_blob(), next_try)
-        except StoreError as exc:  # the lease lapses and the round is tried again
-            log.warning("webhook_ack_failed", eventId=event.event_id, error=str(exc))
+        if not failures:
+            log.info("webhook_delivered", eventId=event.event_id, type=event.type, subscribers=targets, attempts=event.attempts + 1)
+            await self._finish(event.event_id, "done", b"", 0.0, lease_end)
+            return
+        event.attempts += 1
+        event.pending = sorted(failures)
+        event.last_error = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items()))
+        next_try = now + self.backoff_s(event.attempts)
+        if next_try > event.horizon_from + self._settings.delivery_horizon_s:
+            event.dead_at = now
+            log.error("webhook_dead_letter", eventId=event.event_id, type=event.type, attempts=event.attempts, error=event.last_error)
+            await self._finish(event.event_id, "dead", event.to_blob(), now, lease_end)
+        else:
+            log.warning("webhook_delivery_failed", eventId=event.event_id, attempts=event.attempts, retryInS=round(next_try - now, 3), error=event.last_error)
+            await self._finish(event.event_id, "retry", event.to_blob(), next_try, lease_end)
 
     async def _post(self, subscriber: SubscriberSettings, event: WebhookEvent) -> str | None:
         """None when delivered, else why not."""
