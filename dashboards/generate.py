@@ -1,7 +1,7 @@
 """Builds the Grafana dashboards from code: ``python -m dashboards.generate`` (or ``make dashboards``).
 
 Uses grafana-foundation-sdk (pinned to 0.0.21: an unpinned install resolves to an
-epoch-prefixed build for Grafana 10.1). Metric names come from ``gateway.observability.names.Exposition`` (none is typed here);
+epoch-prefixed build for Grafana 10.1). Metric names come from the declarations in ``gateway.observability.instruments`` (none is typed here);
 tests/integration/test_dashboards.py checks every query against a real scrape of a running gateway.
 """
 
@@ -21,7 +21,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 
 from dashboards import slo
-from gateway.observability.names import Exposition as E
+from gateway.observability import instruments as M
 
 HERE = Path(__file__).resolve().parent
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -29,13 +29,11 @@ PROXIED = slo.PROXIED
 SLOS = slo.Slos()
 TARGET_S = SLOS.average_s
 
-SERVER = f"{E.SERVER_DURATION}"
-CLIENT = f"{E.CLIENT_DURATION}"
-
-
-BUDGET_WAIT = f"{E.BUDGET_WAIT}"
-READS = f"{E.READS}"
-READ_INVALIDATIONS = f"{E.READ_INVALIDATIONS}"
+SERVER = M.SERVER_DURATION.exposition
+CLIENT = M.CLIENT_DURATION.exposition
+BUDGET_WAIT = M.BUDGET_WAIT.exposition
+READS = M.READS.exposition
+READ_INVALIDATIONS = M.READ_INVALIDATIONS.exposition
 
 
 def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
@@ -132,7 +130,7 @@ def slo_overview() -> dashboard.Dashboard:
         "percentunit", pos(16, 1, 4, 4), ((None, "red"), (SLOS.tail_objective, "green")), decimals=3,
     ))
     d = d.with_panel(stat_panel(
-        "Open breakers", f"count(max by (pmc_environment, http_route) ({E.BREAKER_STATE}) == 2) or vector(0)",
+        "Open breakers", f"count(max by (pmc_environment, http_route) ({M.BREAKER_STATE.exposition}) == 2) or vector(0)",
         "none", pos(20, 1, 4, 4), ((None, "green"), (1, "red")), decimals=0,
     ))
     burn_steps = ((None, "green"), (1, "yellow"), (6, "orange"), (14.4, "red"))
@@ -156,7 +154,7 @@ def slo_overview() -> dashboard.Dashboard:
     d = d.with_panel(series(
         "Upstream vs gateway-added latency (avg per request)", pos(12, 14, 12, 8), "s",
         query(f"sum(rate({CLIENT}_sum[$__rate_interval])) / (sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval])) > 0)", "upstream (all attempts)", "A"),
-        query(f"sum(rate({E.BUDGET_WAIT}_sum[$__rate_interval])) / "
+        query(f"sum(rate({M.BUDGET_WAIT.exposition}_sum[$__rate_interval])) / "
               f"(sum(rate({SERVER}_count{{{PROXIED}}}[$__rate_interval])) > 0)", "rate-budget wait", "B"),
         query(f"sum(rate({slo.ADDED}_sum[$__rate_interval])) / (sum(rate({slo.ADDED}_count[$__rate_interval])) > 0)", "gateway itself (added)", "C"),
     ))
@@ -170,19 +168,19 @@ def slo_overview() -> dashboard.Dashboard:
     d = d.with_row(dashboard.Row("Reliability"))
     d = d.with_panel(series(
         "Retries by reason, and retries the budget refused", pos(0, 32, 8, 8), "ops",
-        query(f"sum by (reason) (rate({E.RETRIES}[$__rate_interval]))", "{{reason}}", "A"),
-        query(f"sum(rate({E.RETRY_BUDGET_EXHAUSTED}[$__rate_interval]))", "refused by retry budget", "B"),
+        query(f"sum by (reason) (rate({M.RETRIES.exposition}[$__rate_interval]))", "{{reason}}", "A"),
+        query(f"sum(rate({M.RETRY_BUDGET_EXHAUSTED.exposition}[$__rate_interval]))", "refused by retry budget", "B"),
     ))
     d = d.with_panel(series(
         "Breaker state (0 closed, 1 half-open, 2 open)", pos(8, 32, 8, 8), "none",
-        query(f"max by (pmc_environment, http_route) ({E.BREAKER_STATE})", "{{pmc_environment}} {{http_route}}"),
+        query(f"max by (pmc_environment, http_route) ({M.BREAKER_STATE.exposition})", "{{pmc_environment}} {{http_route}}"),
         steps=((None, "green"), (1, "orange"), (2, "red")),
     ))
     d = d.with_panel(series(
         "Rate budget: waits, refusals, upstream 429s", pos(16, 32, 8, 8), "ops",
-        query(f"sum by (pmc_client) (rate({E.BUDGET_REJECTED}[$__rate_interval]))", "429 by gateway: {{pmc_client}}", "A"),
-        query(f"sum by (pmc_environment) (rate({E.UPSTREAM_THROTTLED}[$__rate_interval]))", "429 by upstream: {{pmc_environment}}", "B"),
-        query(f"sum(rate({E.IDEMPOTENT_REPLAYS}[$__rate_interval]))", "idempotent replays", "C"),
+        query(f"sum by (pmc_client) (rate({M.BUDGET_REJECTED.exposition}[$__rate_interval]))", "429 by gateway: {{pmc_client}}", "A"),
+        query(f"sum by (pmc_environment) (rate({M.UPSTREAM_THROTTLED.exposition}[$__rate_interval]))", "429 by upstream: {{pmc_environment}}", "B"),
+        query(f"sum(rate({M.IDEMPOTENT_REPLAYS.exposition}[$__rate_interval]))", "idempotent replays", "C"),
     ))
     d = d.with_panel(series(
         "Rate-budget wait p95", pos(0, 40, 8, 8), "s",
@@ -190,36 +188,36 @@ def slo_overview() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Webhook rejections by reason", pos(8, 40, 8, 8), "ops",
-        query(f"sum by (reason) (rate({E.WEBHOOK_REJECTED}[$__rate_interval]))", "rejected/s: {{reason}}", "A"),
+        query(f"sum by (reason) (rate({M.WEBHOOK_REJECTED.exposition}[$__rate_interval]))", "rejected/s: {{reason}}", "A"),
     ))
     d = d.with_panel(series(
         "Webhook delivery backlog", pos(16, 40, 4, 8), "none",
-        query(f"max({E.WEBHOOK_BACKLOG})", "backlog", "A"),
+        query(f"max({M.WEBHOOK_BACKLOG.exposition})", "backlog", "A"),
     ))
     d = d.with_panel(series(
         "Store reachable (1) or not (0)", pos(20, 40, 4, 4), "none",
-        query(f"min({E.STORE_UP})", "store up", "A"),
+        query(f"min({M.STORE_UP.exposition})", "store up", "A"),
     ))
     d = d.with_panel(series(
         "API key age", pos(20, 44, 4, 4), "d",
-        query(f"max by (pmc_environment) ({E.API_KEY_AGE})", "{{pmc_environment}}", "A"),
+        query(f"max by (pmc_environment) ({M.API_KEY_AGE.exposition})", "{{pmc_environment}}", "A"),
     ))
     d = d.with_row(dashboard.Row("Async jobs"))
     d = d.with_panel(series(
         "Followed jobs by outcome (Prefer: wait)", pos(0, 58, 8, 8), "ops",
-        query(f"sum by (outcome) (rate({E.JOBS}[$__rate_interval]))", "{{outcome}}"),
+        query(f"sum by (outcome) (rate({M.JOBS.exposition}[$__rate_interval]))", "{{outcome}}"),
     ))
     d = d.with_panel(series(
         "Job polls: upstream, and saved (shared, cache)", pos(8, 58, 8, 8), "ops",
-        query(f"sum by (source) (rate({E.JOB_POLLS}[$__rate_interval]))", "{{source}}"),
+        query(f"sum by (source) (rate({M.JOB_POLLS.exposition}[$__rate_interval]))", "{{source}}"),
         description="Every upstream poll spends a rate-budget slot; shared and cache answers spend none.",
     ))
-    followed = f"sum(rate({E.JOB_DURATION}_count[$__rate_interval]))"
+    followed = f"sum(rate({M.JOB_DURATION.exposition}_count[$__rate_interval]))"
     d = d.with_panel(series(
         "Followed job duration p50 / p95", pos(16, 58, 8, 8), "s",
         # with no job followed in the window the quantile is NaN: read 0 (no job waited) instead
-        query(f"(histogram_quantile(0.5, sum by (le) (rate({E.JOB_DURATION}_bucket[$__rate_interval]))) and on() ({followed} > 0)) or vector(0)", "p50", "A"),
-        query(f"(histogram_quantile(0.95, sum by (le) (rate({E.JOB_DURATION}_bucket[$__rate_interval]))) and on() ({followed} > 0)) or vector(0)", "p95", "B"),
+        query(f"(histogram_quantile(0.5, sum by (le) (rate({M.JOB_DURATION.exposition}_bucket[$__rate_interval]))) and on() ({followed} > 0)) or vector(0)", "p50", "A"),
+        query(f"(histogram_quantile(0.95, sum by (le) (rate({M.JOB_DURATION.exposition}_bucket[$__rate_interval]))) and on() ({followed} > 0)) or vector(0)", "p95", "B"),
     ))
     d = d.with_row(dashboard.Row("Shared reads"))
     saved = 'result=~"hit|stale|collapsed"'
@@ -245,13 +243,13 @@ def slo_overview() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Hedged reads by outcome (won: the hedge answered first)", pos(0, 74, 12, 8), "ops",
-        query(f"sum by (http_route, outcome) (rate({E.HEDGES}[$__rate_interval]))", "{{http_route}} {{outcome}}"),
+        query(f"sum by (http_route, outcome) (rate({M.HEDGES.exposition}[$__rate_interval]))", "{{http_route}} {{outcome}}"),
         description="skipped: a hedge was due but the key's budget share, the retry budget or the breaker had no room.",
     ))
     d = d.with_row(dashboard.Row("Rate budget"))
     d = d.with_panel(series(
         "Key usage against its limit (admissions in the last 60 s)", pos(0, 49, 8, 8), "percentunit",
-        query(f"max by (pmc_environment) ({E.BUDGET_USED})", "{{pmc_environment}}"),
+        query(f"max by (pmc_environment) ({M.BUDGET_USED.exposition})", "{{pmc_environment}}"),
         description="1.0 is the key's whole per-minute limit. Every replica reports the key's shared figure, so max() is the key.",
         steps=((None, "green"), (0.9, "orange"), (1, "red")),
     ))
@@ -260,7 +258,7 @@ def slo_overview() -> dashboard.Dashboard:
         query(f"sum by (pmc_client) (rate({BUDGET_WAIT}_count[$__rate_interval]))", "admitted: {{pmc_client}}", "A"),
         query(f"sum by (pmc_client) (rate({BUDGET_WAIT}_count[$__rate_interval])) - "
               f'sum by (pmc_client) (rate({BUDGET_WAIT}_bucket{{le="0.0"}}[$__rate_interval]))', "waited: {{pmc_client}}", "B"),
-        query(f"sum by (pmc_client, limit) (rate({E.BUDGET_REJECTED}[$__rate_interval]))", "refused ({{limit}}): {{pmc_client}}", "C"),
+        query(f"sum by (pmc_client, limit) (rate({M.BUDGET_REJECTED.exposition}[$__rate_interval]))", "refused ({{limit}}): {{pmc_client}}", "C"),
     ))
     d = d.with_panel(series(
         "Budget wait p95 by client (waits only show above zero)", pos(16, 49, 8, 8), "s",
@@ -318,18 +316,18 @@ def incident_triage() -> dashboard.Dashboard:
     ))
     d = d.with_panel(series(
         "Retries", pos(12, 16, 6, 8), "ops",
-        query(f"sum by (http_route, reason) (rate({E.RETRIES}[$__rate_interval]))", "{{http_route}} {{reason}}", "A"),
+        query(f"sum by (http_route, reason) (rate({M.RETRIES.exposition}[$__rate_interval]))", "{{http_route}} {{reason}}", "A"),
     ))
     d = d.with_panel(series(
         "Breakers (0 closed, 1 half-open, 2 open)", pos(18, 16, 6, 8), "none",
-        query(f"max by (pmc_environment, http_route) ({E.BREAKER_STATE})", "{{pmc_environment}} {{http_route}}", "A"),
+        query(f"max by (pmc_environment, http_route) ({M.BREAKER_STATE.exposition})", "{{pmc_environment}} {{http_route}}", "A"),
     ))
     d = d.with_panel(series(
         "Gateway refusals by client (answers the gateway made, not passed through)", pos(0, 24, 16, 8), "ops",
         # or vector(0): healthy traffic has no refusal, and the panel reads 0, not "no data"
         query(f'sum by (pmc_client, http_response_status_code) (rate({SERVER}_count{{{by_client},pmc_source="gateway"}}[$__rate_interval])) or vector(0)',
               "{{pmc_client}} {{http_response_status_code}}", "A"),
-        query(f'sum by (pmc_client, limit) (rate({E.BUDGET_REJECTED}{{pmc_client=~"${{client:regex}}"}}[$__rate_interval]))', "budget refused ({{limit}}): {{pmc_client}}", "B"),
+        query(f'sum by (pmc_client, limit) (rate({M.BUDGET_REJECTED.exposition}{{pmc_client=~"${{client:regex}}"}}[$__rate_interval]))', "budget refused ({{limit}}): {{pmc_client}}", "B"),
     ))
     d = d.with_panel(series(
         "Callers locked out (401 unknown token, 403 by client)", pos(16, 24, 8, 8), "ops",

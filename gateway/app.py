@@ -190,7 +190,6 @@ def build_components(
     )
     telemetry.declare_series((c, env) for c, client in settings.clients.items() for env in client.environments)
     read_rules = ReadRules.from_settings(settings.reads)
-    telemetry.declare_read_routes(read_rules.routes)
     after_answer = AfterAnswer()
     observers = StageObservers(telemetry)
     read_invalidator = ReadInvalidator(store=store, rules=read_rules, environments=tuple(settings.environments), observer=observers)
@@ -235,8 +234,6 @@ def build_components(
         if settings.hedging is not None and settings.hedging.routes
         else None
     )
-    if hedging is not None:
-        telemetry.declare_hedged_routes(hedging.routes)
     chain = compose(
         [
             jobs,

@@ -1,4 +1,4 @@
-"""Traces and metrics (SPEC §8): every instrument, built once from the names in names.py.
+"""Traces and metrics (SPEC §8): every instrument, built once from its declaration in instruments.py.
 
 The gateway records its own spans (the contrib aiohttp instrumentations keep module
 globals, emit old semantic conventions by default and never set
@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Observation
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER, OTEL_SDK_DISABLED
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -36,62 +36,31 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry
 
 from gateway.core.clock import Clock, SystemClock
-from gateway.core.histogram_buckets import (
-    ADDED_LATENCY_BUCKETS,
-    BUDGET_WAIT_BUCKETS,
-    JOB_DURATION_BUCKETS,
-    SECONDS_BUCKETS,
-)
-from gateway.observability.names import (
+from gateway.observability.instruments import (
     ADDED_LATENCY,
-    ADDED_LATENCY_ATTRIBUTES,
     API_KEY_AGE,
     BREAKER_STATE,
-    BUDGET_LIMIT,
-    BUDGET_LIMITS,
-    BUDGET_REJECTED,
     BUDGET_USED,
-    BUDGET_WAIT,
-    BUDGET_WAIT_ATTRIBUTES,
     CLIENT_DURATION,
-    CLIENT_DURATION_ATTRIBUTES,
+    INSTRUMENTS,
+    SERVER_DURATION,
+    STORE_UP,
+    WEBHOOK_BACKLOG,
+    Instrument,
+)
+from gateway.observability.names import (
     ERROR_TYPE,
-    HEDGE_OUTCOMES,
-    HEDGES,
     HTTP_METHOD,
     HTTP_RESEND_COUNT,
     HTTP_ROUTE,
     HTTP_STATUS,
-    IDEMPOTENT_REPLAYS,
-    INVALIDATION_SOURCES,
-    JOB_DURATION,
-    JOB_OUTCOMES,
-    JOB_POLL_SOURCES,
-    JOB_POLLS,
-    JOBS,
-    OUTCOME,
-    PMC_BREAKER,
     PMC_CLIENT,
     PMC_ENVIRONMENT,
     PMC_HEDGE,
     PMC_REQUEST_ID,
-    READ_INVALIDATIONS,
-    READ_RESULTS,
-    READS,
-    REASON,
-    RESULT,
-    RETRIES,
-    RETRY_BUDGET_EXHAUSTED,
     SERVER_ADDRESS,
-    SERVER_DURATION,
-    SERVER_DURATION_ATTRIBUTES,
     SERVER_PORT,
-    SOURCE,
-    STORE_UP,
-    UPSTREAM_THROTTLED,
     URL_FULL,
-    WEBHOOK_BACKLOG,
-    WEBHOOK_REJECTED,
 )
 from gateway.observability.otlp.histograms import (
     DurationHistogram,
@@ -114,13 +83,26 @@ BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 
 
 def _views() -> list[View]:
-    buckets = ExplicitBucketHistogramAggregation(SECONDS_BUCKETS)
     return [
-        *(View(instrument_name=name, aggregation=buckets) for name in (SERVER_DURATION, CLIENT_DURATION)),
-        View(instrument_name=ADDED_LATENCY, aggregation=ExplicitBucketHistogramAggregation(ADDED_LATENCY_BUCKETS)),
-        View(instrument_name=BUDGET_WAIT, aggregation=ExplicitBucketHistogramAggregation(BUDGET_WAIT_BUCKETS)),
-        View(instrument_name=JOB_DURATION, aggregation=ExplicitBucketHistogramAggregation(JOB_DURATION_BUCKETS)),
+        View(instrument_name=i.name, aggregation=ExplicitBucketHistogramAggregation(i.buckets))
+        for i in INSTRUMENTS
+        if i.kind == "histogram"
     ]
+
+
+def zero_series(instrument: Instrument, callers: Iterable[tuple[str, str]], routes: Iterable[str] = ()) -> list[dict[str, str]]:
+    """The attribute sets of an instrument's start-up zero series (``Instrument.zero``)."""
+    spans = instrument.zero or ()
+    rows: list[dict[str, str]] = [{}]
+    if PMC_CLIENT in spans:
+        rows = [{PMC_ENVIRONMENT: env, PMC_CLIENT: client} for client, env in dict.fromkeys(callers)]
+    elif PMC_ENVIRONMENT in spans:
+        rows = [{PMC_ENVIRONMENT: env} for env in dict.fromkeys(env for _, env in callers)]
+    if HTTP_ROUTE in spans:
+        rows = [{**row, HTTP_ROUTE: route} for row in rows for route in routes]
+    for name, values in instrument.zero_values.items():
+        rows = [{**row, name: value} for row in rows for value in values]
+    return rows
 
 
 def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter | None:
@@ -243,53 +225,34 @@ class Telemetry:
         )
         meter = self.meter_provider.get_meter(METER_SCOPE)
         self.gauges = gauges or GaugeSources()
-
-        def duration_histogram(
-            name: str, description: str, attribute_names: tuple[str, ...], boundaries: tuple[float, ...] = SECONDS_BUCKETS
-        ) -> DurationHistogram:
-            if local is not None:
-                return local.create(name, unit="s", description=description, boundaries=boundaries, attribute_names=attribute_names)
-            return SdkDurationHistogram(meter.create_histogram(name, unit="s", description=description), attribute_names)
-
-        self.server_duration = duration_histogram(SERVER_DURATION, "Duration of requests the gateway served", SERVER_DURATION_ATTRIBUTES)
-        self.client_duration = duration_histogram(CLIENT_DURATION, "Duration of each upstream attempt", CLIENT_DURATION_ATTRIBUTES)
-        self.added_latency = duration_histogram(
-            ADDED_LATENCY,
-            "What the gateway itself added to a proxied request: its duration less upstream attempts, backoff and rate-budget wait",
-            ADDED_LATENCY_ATTRIBUTES,
-            ADDED_LATENCY_BUCKETS,
-        )
-        self.retries = meter.create_counter(RETRIES, description="Upstream attempts that were retries, by reason")
-        self.retry_budget_exhausted = meter.create_counter(RETRY_BUDGET_EXHAUSTED, description="Retries skipped because the retry budget was spent")
-        self.budget_wait = duration_histogram(
-            BUDGET_WAIT, "Time attempts waited for a rate-budget slot", BUDGET_WAIT_ATTRIBUTES, BUDGET_WAIT_BUCKETS
-        )
-        self.budget_rejected = meter.create_counter(BUDGET_REJECTED, description="Requests answered 429 RATE_BUDGET_EXHAUSTED, by the limit that held them back")
-        self._budget_used: dict[str, tuple[float, float]] = {}
+        self._budget_used: dict[str, tuple[float, float]] = {}  # environment → (ratio, monotonic time)
         self._environments: set[str] = set()
-        self.jobs = meter.create_counter(JOBS, description="Jobs followed for a caller's Prefer: wait, by how they ended")
-        self.job_duration = duration_histogram(JOB_DURATION, "From a followed job's 202 to its final answer", (), JOB_DURATION_BUCKETS)
-        self.job_duration.declare(())
-        self.job_polls = meter.create_counter(JOB_POLLS, description="Callers' and follows' job polls, by who answered: upstream, a shared poll, the cache")
-        for outcome in JOB_OUTCOMES:
-            self.jobs.add(0, {OUTCOME: outcome})
-        for source in JOB_POLL_SOURCES:
-            self.job_polls.add(0, {SOURCE: source})  # environment → (ratio, monotonic time)
-        self.upstream_throttled = meter.create_counter(UPSTREAM_THROTTLED, description="Upstream 429 answers (each pauses the key)")
-        self.idempotent_replays = meter.create_counter(IDEMPOTENT_REPLAYS, description="Answers replayed from the idempotency store")
-        self.webhook_rejected = meter.create_counter(WEBHOOK_REJECTED, description="Webhook posts refused, by reason")
-        meter.create_observable_gauge(BREAKER_STATE, [self._observe_breakers], description="Breaker state: 0 closed, 1 half-open, 2 open")
-        meter.create_observable_gauge(WEBHOOK_BACKLOG, [self._observe_backlog], description="Webhook deliveries not yet delivered")
-        meter.create_observable_gauge(STORE_UP, [self._observe_store], description="1 when the shared store answers")
-        meter.create_observable_gauge(API_KEY_AGE, [self._observe_key_ages], unit="d", description="Days since each environment's API key was rotated")
-        meter.create_observable_gauge(BUDGET_USED, [self._observe_budget_used], description="Admissions on each environment's key in the last 60 s, over its limit")
-        self.reads = meter.create_counter(READS, description="Answers on shared-read routes and joined calls, by how they were served")
-        self.read_invalidations = meter.create_counter(READ_INVALIDATIONS, description="Shared-read invalidations, by what caused them")
-        for source in INVALIDATION_SOURCES:
-            self.read_invalidations.add(0, {SOURCE: source})
-        self.hedges = meter.create_counter(HEDGES, description="Hedged reads, by outcome: won (the hedge answered first), lost, skipped (no room)")
-        # Pre-create the counters' zero series so dashboards and alerts see them from the start.
-        self.webhook_rejected.add(0, {REASON: "invalid_signature"})
+        self._callers: list[tuple[str, str]] = []
+        observe = {
+            BREAKER_STATE: self._observe_breakers,
+            WEBHOOK_BACKLOG: self._observe_backlog,
+            STORE_UP: self._observe_store,
+            API_KEY_AGE: self._observe_key_ages,
+            BUDGET_USED: self._observe_budget_used,
+        }
+        self._counters: dict[Instrument, Counter] = {}
+        self._histograms: dict[Instrument, DurationHistogram] = {}
+        for instrument in INSTRUMENTS:
+            if instrument.kind == "counter":
+                self._counters[instrument] = meter.create_counter(instrument.name, description=instrument.description)
+            elif instrument.kind == "gauge":
+                meter.create_observable_gauge(instrument.name, [observe[instrument]], unit=instrument.unit, description=instrument.description)
+            elif local is not None:
+                self._histograms[instrument] = local.create(
+                    instrument.name, unit=instrument.unit, description=instrument.description,
+                    boundaries=instrument.buckets, attribute_names=instrument.attributes,
+                )
+            else:
+                created = meter.create_histogram(instrument.name, unit=instrument.unit, description=instrument.description)
+                self._histograms[instrument] = SdkDurationHistogram(created, instrument.attributes)
+        self._server_duration = self._histograms[SERVER_DURATION]
+        self._client_duration = self._histograms[CLIENT_DURATION]
+        self._declare_zero(callers=())
 
     # -- observable gauges --------------------------------------------------------------
     def _observe_breakers(self, _: CallbackOptions) -> Iterable[Observation]:
@@ -314,35 +277,28 @@ class Telemetry:
     def declare_series(self, callers: Iterable[tuple[str, str]]) -> None:
         """Zero series for every (client, environment) known at start-up, so panels and alerts
         on refusals, throttling and usage see them before the first event."""
-        for client, environment in callers:
-            for limit in BUDGET_LIMITS:
-                self.budget_rejected.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client, BUDGET_LIMIT: limit})
+        self._callers = list(dict.fromkeys(callers))
+        for _, environment in self._callers:
             self._budget_used.setdefault(environment, (0.0, self._clock.monotonic()))
-            self.budget_wait.declare((environment, client))
-            self.upstream_throttled.add(0, {PMC_ENVIRONMENT: environment})
-            self.retry_budget_exhausted.add(0, {PMC_ENVIRONMENT: environment})
-            # the request and attempt families too, so rules and panels read 0, not nothing
-            self.server_duration.declare((None, None, None, client, environment, None))
-            self.client_duration.declare((None, None, environment, None, None))
-            self.added_latency.declare((None, environment))
-            self.retries.add(0, {PMC_ENVIRONMENT: environment})
-            self.idempotent_replays.add(0, {PMC_ENVIRONMENT: environment, PMC_CLIENT: client})
             self._environments.add(environment)
+        self._declare_zero(self._callers)
 
-    def declare_hedged_routes(self, routes: Iterable[str]) -> None:
-        for route in routes:
-            for outcome in HEDGE_OUTCOMES:
-                self.hedges.add(0, {HTTP_ROUTE: route, OUTCOME: outcome})
+    def declare_routes(self, instrument: Instrument, routes: Iterable[str]) -> None:
+        """Zero series over the routes a stage counts ``instrument`` on (shared reads, hedging)."""
+        self._declare_zero(self._callers, instrument, tuple(routes))
 
-    def hedged(self, request: UpstreamRequest, outcome: str) -> None:
-        self.hedges.add(1, {HTTP_ROUTE: request.route, OUTCOME: outcome})
-        trace.get_current_span().add_event("pmc.hedge", {OUTCOME: outcome})
-
-    def declare_read_routes(self, routes: Iterable[str]) -> None:
-        """Zero series for every shared-read route, so the hit-ratio panels exist from start-up."""
-        for route in routes:
-            for result in READ_RESULTS:
-                self.reads.add(0, {HTTP_ROUTE: route, RESULT: result})
+    def _declare_zero(self, callers: Iterable[tuple[str, str]], only: Instrument | None = None, routes: tuple[str, ...] = ()) -> None:
+        callers = list(callers)
+        for instrument in (only,) if only is not None else INSTRUMENTS:
+            if instrument.zero is None or (only is None and HTTP_ROUTE in instrument.zero):
+                continue
+            if not callers and (PMC_ENVIRONMENT in instrument.zero or PMC_CLIENT in instrument.zero):
+                continue
+            for row in zero_series(instrument, callers, routes):
+                if instrument.kind == "counter":
+                    self._counters[instrument].add(0, row)
+                else:
+                    self._histograms[instrument].declare(tuple(row.get(name) for name in instrument.attributes))
 
     def _observe_key_ages(self, _: CallbackOptions) -> Iterable[Observation]:
         for environment, days in self.gauges.api_key_ages():
@@ -402,59 +358,29 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, error_type))
         span.end(end_ns)
 
-    # -- observer methods the stages call -----------------------------------------------
-    def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
-        self.client_duration.record(seconds, (request.method, request.route, request.environment, status, error))
+    # -- facts, through the stages' observer (stage_facts.py) ------------------------------
+    def count(self, instrument: Instrument, attributes: Mapping[str, Any], event: Mapping[str, Any] | None = None) -> None:
+        """One more on a counter, and its span event on the current span when it declares one."""
+        self._counters[instrument].add(1, attributes)
+        if instrument.event is not None:
+            trace.get_current_span().add_event(instrument.event, event)
 
-    def retried(self, request: UpstreamRequest, reason: str) -> None:
-        self.retries.add(1, {PMC_ENVIRONMENT: request.environment, HTTP_ROUTE: request.route, REASON: reason})
-        trace.get_current_span().add_event("pmc.retry", {REASON: reason, "pmc.attempt": request.attempt + 1})
+    def histogram(self, instrument: Instrument) -> DurationHistogram:
+        return self._histograms[instrument]
 
-    def retry_budget_exhausted_for(self, request: UpstreamRequest) -> None:
-        self.retry_budget_exhausted.add(1, {PMC_ENVIRONMENT: request.environment})
-        trace.get_current_span().add_event("pmc.retry_budget_exhausted")
+    @staticmethod
+    def event(name: str, attributes: Mapping[str, Any]) -> None:
+        trace.get_current_span().add_event(name, attributes)
 
-    def budget_waited(self, request: UpstreamRequest, seconds: float) -> None:
-        self.budget_wait.record(seconds, (request.environment, request.client))
-        if seconds > 0:
-            trace.get_current_span().add_event("pmc.budget.wait", {"pmc.wait_ms": seconds * 1000})
-
-    def job_polled(self, source: str) -> None:
-        self.job_polls.add(1, {SOURCE: source})
-
-    def job_followed(self, outcome: str, seconds: float | None) -> None:
-        self.jobs.add(1, {OUTCOME: outcome})
-        if seconds is not None:
-            self.job_duration.record(seconds, ())
+    def measure(self, instrument: Instrument, value: float, values: tuple[Any, ...]) -> None:
+        """A histogram reading; ``values`` in the order of ``instrument.attributes``."""
+        self._histograms[instrument].record(value, values)
 
     def budget_used(self, environment: str, used: int, limit: int) -> None:
         self._budget_used[environment] = (used / limit, self._clock.monotonic())
 
-    def budget_rejected_for(self, request: UpstreamRequest, limit: str) -> None:
-        self.budget_rejected.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client, BUDGET_LIMIT: limit})
-        trace.get_current_span().add_event("pmc.budget.rejected", {BUDGET_LIMIT: limit})
-
-    def upstream_throttled_for(self, request: UpstreamRequest, pause_s: float) -> None:
-        self.upstream_throttled.add(1, {PMC_ENVIRONMENT: request.environment})
-        trace.get_current_span().add_event("pmc.upstream.throttled", {"pmc.pause_s": pause_s})
-
-    def breaker_refused(self, request: UpstreamRequest, breaker: str) -> None:
-        trace.get_current_span().add_event("pmc.breaker.open", {PMC_BREAKER: breaker})
-
-    def replayed_for(self, request: UpstreamRequest) -> None:
-        self.idempotent_replays.add(1, {PMC_ENVIRONMENT: request.environment, PMC_CLIENT: request.client})
-        trace.get_current_span().add_event("pmc.idempotent.replayed")
-
-    def read_answered(self, request: UpstreamRequest, result: str) -> None:
-        self.reads.add(1, {HTTP_ROUTE: request.route, RESULT: result})
-        if result != "miss":
-            trace.get_current_span().add_event("pmc.read", {RESULT: result})
-
-    def read_invalidated(self, source: str) -> None:
-        self.read_invalidations.add(1, {SOURCE: source})
-
-    def webhook_rejected_for(self, reason: str) -> None:
-        self.webhook_rejected.add(1, {REASON: reason})
+    def attempt_finished(self, request: UpstreamRequest, status: int | None, error: str | None, seconds: float) -> None:
+        self._client_duration.record(seconds, (request.method, request.route, request.environment, status, error))
 
     def server_finished(
         self,
@@ -468,9 +394,9 @@ class Telemetry:
         source: str | None = None,
         added_s: float | None = None,
     ) -> None:
-        self.server_duration.record(seconds, (method, route, status, client or None, environment or None, source))
+        self._server_duration.record(seconds, (method, route, status, client or None, environment or None, source))
         if added_s is not None:
-            self.added_latency.record(added_s, (route, environment or None))
+            self._histograms[ADDED_LATENCY].record(added_s, (route, environment or None))
 
     def shutdown(self) -> None:
         self.tracer.shutdown()

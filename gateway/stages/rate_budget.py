@@ -14,6 +14,8 @@ from typing import Protocol
 
 from gateway.core.clock import Clock
 from gateway.errors import RateBudgetExhausted
+from gateway.observability.instruments import UPSTREAM_THROTTLED
+from gateway.observability.stage_facts import CountsFacts
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import Settings
 from gateway.stages.rate_limit_headers import parse_rate_limit
@@ -24,10 +26,9 @@ DEFAULT_PAUSE_S = 1.0  # an upstream 429 without a usable Retry-After
 MIN_SLEEP_S = 0.001  # a wait the store rounds to nothing is still a wait: no busy loop
 
 
-class BudgetObserver(Protocol):
+class BudgetObserver(CountsFacts, Protocol):
     def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None: ...
     def budget_rejected(self, request: UpstreamRequest, limit: str, waited_s: float) -> None: ...
-    def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None: ...
 
 
 def key_budget(environment: str) -> str:
@@ -143,7 +144,7 @@ class RateBudgetStage:
             pause = parse_retry_after(response.header("Retry-After"), now_wall=self.clock.wall())
             pause = DEFAULT_PAUSE_S if pause is None else pause
             await self.store.pause(ask.key, pause)
-            self.observer.upstream_throttled(request, pause)
+            self.observer.count(UPSTREAM_THROTTLED, request, detail={"pmc.pause_s": pause})
         else:
             seen = parse_rate_limit(response.header, now_wall=self.clock.wall())
             if seen is not None:

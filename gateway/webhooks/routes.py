@@ -18,6 +18,8 @@ from gateway import errors
 from gateway.core.clock import Clock
 from gateway.inbound.admin_guard import admin_guard
 from gateway.inbound.source_ip import Network, source_ip
+from gateway.observability.instruments import WEBHOOK_REJECTED
+from gateway.observability.names import REASON
 from gateway.observability.telemetry import Telemetry
 from gateway.request.body import read_body
 from gateway.request.envelope import json_response
@@ -87,7 +89,7 @@ def webhook_routes(
                 raise errors.StoreUnavailable("the event could not be stored durably; retry later", retry_after_s=5) from exc
         except errors.Refusal as refusal:
             reason = REASONS.get(type(refusal), "other")
-            telemetry.webhook_rejected_for(reason)
+            telemetry.count(WEBHOOK_REJECTED, {REASON: reason})
             log.warning(
                 "webhook_rejected",
                 requestId=record.request_id,

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.observability.names import PROMETHEUS_NAMES
+from gateway.observability.instruments import PROMETHEUS_NAMES
 from tests.support.otlp import GrpcReceiver, HttpReceiver, Received
 from tests.support.servers import (
     ADMIN_TOKEN,

@@ -1,11 +1,15 @@
-"""Fakes at the chain's seam for unit tests: a request builder and a scripted terminal."""
+"""Fakes at the chain's seam for unit tests: a request builder, a scripted terminal, and an
+observer that keeps what the stages counted."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from gateway.core.clock import ManualClock
+from gateway.observability.instruments import Instrument
+from gateway.observability.stage_facts import NO_LABELS, RecordFacts
 from gateway.request.record import RequestRecord
 from gateway.request.types import Headers, UpstreamRequest, UpstreamResponse
 
@@ -60,3 +64,30 @@ class ScriptedUpstream:
         if callable(answer):
             return answer(request)
         return answer
+
+
+class CountedFacts(RecordFacts):
+    """The record half of the stages' observer, keeping every counted fact and reading for the test."""
+
+    def __init__(self) -> None:
+        self.counted: list[tuple[Instrument, dict[str, Any]]] = []
+        self.measured: list[tuple[Instrument, float]] = []
+        self.declared: dict[Instrument, tuple[str, ...]] = {}
+
+    def count(
+        self, instrument: Instrument, request: UpstreamRequest | None = None, labels: Mapping[str, Any] = NO_LABELS, detail: Mapping[str, Any] = NO_LABELS
+    ) -> None:
+        self.counted.append((instrument, {**labels, **detail}))
+
+    def measure(self, instrument: Instrument, request: UpstreamRequest | None, value: float) -> None:
+        self.measured.append((instrument, value))
+
+    def declare_routes(self, instrument: Instrument, routes: tuple[str, ...]) -> None:
+        self.declared[instrument] = routes
+
+    def values(self, instrument: Instrument, label: str) -> list[Any]:
+        """What ``label`` was each time ``instrument`` was counted."""
+        return [labels.get(label) for counted, labels in self.counted if counted is instrument]
+
+    def times(self, instrument: Instrument) -> int:
+        return sum(1 for counted, _ in self.counted if counted is instrument)

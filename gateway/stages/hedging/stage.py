@@ -19,16 +19,15 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from gateway.core.clock import Clock
+from gateway.observability.instruments import HEDGES
+from gateway.observability.names import OUTCOME
+from gateway.observability.stage_facts import CountsFacts
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import HedgingSettings
 from gateway.stages.breaker.board import BreakerBoard
 from gateway.stages.hedging.latency import LatencyRing
 from gateway.stages.rate_budget import KeyUsage
 from gateway.stages.retry.retry_budget import RetryBudget
-
-
-class HedgeObserver(Protocol):
-    def hedged(self, request: UpstreamRequest, outcome: str) -> None: ...
 
 
 class HedgeGuards(Protocol):
@@ -49,7 +48,7 @@ def _usable(task: asyncio.Future[UpstreamResponse]) -> bool:
 class HedgingStage:
     name = "hedging"
 
-    def __init__(self, *, settings: HedgingSettings, guards: HedgeGuards, clock: Clock, observer: HedgeObserver) -> None:
+    def __init__(self, *, settings: HedgingSettings, guards: HedgeGuards, clock: Clock, observer: CountsFacts) -> None:
         self._routes: Mapping[str, LatencyRing] = {
             route: LatencyRing(quantile=settings.quantile, min_s=settings.min_delay_ms / 1000, max_s=settings.max_delay_ms / 1000)
             for route in settings.routes
@@ -58,6 +57,7 @@ class HedgingStage:
         self._guards = guards
         self._clock = clock
         self._observer = observer
+        observer.declare_routes(HEDGES, tuple(settings.routes))
 
     @property
     def routes(self) -> tuple[str, ...]:
@@ -79,7 +79,7 @@ class HedgingStage:
             timer.cancel()
         if first.done() or not self._may_hedge(request):
             if not first.done():
-                self._observer.hedged(request, "skipped")
+                self._observer.count(HEDGES, request, {OUTCOME: "skipped"})
             return await self._observed(first, ring, started)
         hedge = asyncio.ensure_future(next(request.as_hedge(self._clock.monotonic() - started)))
         return await self._race(request, first, hedge, ring, started)
@@ -111,9 +111,9 @@ class HedgingStage:
                 for task in (t for t in (first, hedge) if t in done):
                     if _usable(task):
                         ring.observe(self._clock.monotonic() - started)
-                        self._observer.hedged(request, "won" if task is hedge else "lost")
+                        self._observer.count(HEDGES, request, {OUTCOME: "won" if task is hedge else "lost"})
                         return task.result()
-            self._observer.hedged(request, "lost")
+            self._observer.count(HEDGES, request, {OUTCOME: "lost"})
             return first.result()  # both failed: the first try's answer or failure, for the retry stage
         finally:
             for task in pending:

@@ -25,7 +25,9 @@ from typing import Protocol
 
 from gateway.core.clock import Clock
 from gateway.core.json_bytes import json_object
-from gateway.observability.names import JOB_POLL_SOURCES
+from gateway.observability.instruments import JOB_POLLS
+from gateway.observability.names import JOB_POLL_SOURCES, SOURCE
+from gateway.observability.stage_facts import CountsFacts
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.stages.jobs.domain import (
     FINAL_STATES,
@@ -53,10 +55,9 @@ class BookingChanges(Protocol):
     async def booking_changed(self, source: str, environment: str | None) -> None: ...
 
 
-class JobObserver(Protocol):
+class JobObserver(CountsFacts, Protocol):
     def job_created(self, request: UpstreamRequest, job_id: str, upstream_request_id: str | None) -> None: ...
     def job_waited(self, request: UpstreamRequest, seconds: float) -> None: ...
-    def job_polled(self, request: UpstreamRequest, source: str) -> None: ...
     def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None: ...
 
 
@@ -78,7 +79,7 @@ class JobsStage:
 
     def _polled(self, request: UpstreamRequest, source: str) -> None:
         self.polls[source] += 1
-        self.observer.job_polled(request, source)
+        self.observer.count(JOB_POLLS, request, {SOURCE: source})
 
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
         job_path = JOB_PATH.match(request.target.split("?", 1)[0]) if request.method == "GET" else None

@@ -10,21 +10,19 @@ is not taken: one bump per route is one round trip, and a booking is rare next t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 from gateway.errors import BadRequest, StoreError, StoreUnavailable
+from gateway.observability.instruments import READ_INVALIDATIONS
+from gateway.observability.names import SOURCE
+from gateway.observability.stage_facts import CountsFacts
 from gateway.stages.reads.rules import ReadRules, scope_of
 from gateway.store.protocols import ReadStore
-
-
-class InvalidationObserver(Protocol):
-    def read_invalidated(self, source: str) -> None: ...
 
 
 class ReadInvalidator:
     """Built once; shared by the reads stage, the jobs stage, the webhook ingress and admin."""
 
-    def __init__(self, *, store: ReadStore, rules: ReadRules, environments: Sequence[str], observer: InvalidationObserver) -> None:
+    def __init__(self, *, store: ReadStore, rules: ReadRules, environments: Sequence[str], observer: CountsFacts) -> None:
         self._store = store
         self._rules = rules
         self._environments = tuple(environments)
@@ -36,7 +34,7 @@ class ReadInvalidator:
 
     def _counted(self, source: str) -> None:
         self.counts[source] = self.counts.get(source, 0) + 1
-        self._observer.read_invalidated(source)
+        self._observer.count(READ_INVALIDATIONS, None, {SOURCE: source})
 
     def _scopes(self, environments: Iterable[str], routes: Iterable[str]) -> list[str]:
         routes = tuple(routes)

@@ -35,6 +35,8 @@ from gateway.errors import (
     UpstreamTimeout,
     refusal_of,
 )
+from gateway.observability.instruments import READS
+from gateway.observability.stage_facts import CountsFacts
 from gateway.request.record import RequestRecord
 from gateway.request.stored import decode_answer, encode_answer
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
@@ -61,7 +63,7 @@ FOLLOW_MAX_CHECK_S = 0.05  # …then less often, up to this
 ENTRY_SLACK_S = 1.0
 
 
-class ReadObserver(Protocol):
+class ReadObserver(CountsFacts, Protocol):
     def read_answered(self, request: UpstreamRequest, result: str, age_s: float | None, leader: str | None) -> None: ...
 
 
@@ -137,6 +139,7 @@ class ReadsStage:
         self._invalidator = invalidator
         self._clock = clock
         self._observer = observer
+        observer.declare_routes(READS, tuple(rules.routes))
         self._flights: dict[tuple[str, int, str], asyncio.Future[Any]] = {}
         self._refreshes: set[asyncio.Task[None]] = set()
         self._refreshing: set[tuple[str, int, str]] = set()

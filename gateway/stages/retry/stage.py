@@ -17,6 +17,9 @@ from typing import Protocol
 
 from gateway.core.clock import Clock
 from gateway.errors import UpstreamFailure
+from gateway.observability.instruments import RETRIES, RETRY_BUDGET_EXHAUSTED
+from gateway.observability.names import REASON
+from gateway.observability.stage_facts import CountsFacts
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.stages.retry.backoff import Backoff
 from gateway.stages.retry.policy import retry_reason
@@ -50,9 +53,6 @@ class NoCircuits:
         return False
 
 
-class RetryObserver(Protocol):
-    def retried(self, request: UpstreamRequest, reason: str) -> None: ...
-    def retry_budget_exhausted(self, request: UpstreamRequest) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class RetryStage:
     backoff: Backoff
     budget: RetryBudget
     clock: Clock
-    observer: RetryObserver
+    observer: CountsFacts
     keys: KeyRotation = field(default_factory=NoKeyRotation)
     circuits: CircuitView = field(default_factory=NoCircuits)
     name: str = field(default="retry")
@@ -99,10 +99,10 @@ class RetryStage:
             if self.circuits.refuses_after(request.environment, request.route, wait):
                 return _finish(response, error)  # the circuit (opened by now) would refuse the retry: answer now
             if reason != "credentials_rotated" and not self.budget.try_withdraw():
-                self.observer.retry_budget_exhausted(request)
+                self.observer.count(RETRY_BUDGET_EXHAUSTED, request)
                 return _finish(response, error)
 
-            self.observer.retried(request, reason)
+            self.observer.count(RETRIES, request, {REASON: reason}, {"pmc.attempt": attempt + 1})
             await self.clock.sleep(wait)
             attempt, delay = attempt + 1, wait
 

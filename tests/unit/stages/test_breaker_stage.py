@@ -12,7 +12,7 @@ from gateway.errors import CircuitOpen
 from gateway.request.types import UpstreamResponse
 from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.store.memory import MemoryStore
-from tests.unit.stages.test_rate_budget_stage import request
+from tests.support.fakes import make_request
 
 
 class Answers:
@@ -43,25 +43,25 @@ def reset_timeout_passes(breakers: BreakerBoard, clock: ManualClock) -> None:
 async def test_open_refuses_then_one_trial_closes_it() -> None:
     breakers, clock = board_and_clock()
     stage, upstream = BreakerStage(breakers), Answers(500, 200)
-    assert (await stage(request(clock), upstream)).status == 500
+    assert (await stage(make_request(clock), upstream)).status == 500
     with pytest.raises(CircuitOpen) as refused:
-        await stage(request(clock), upstream)
+        await stage(make_request(clock), upstream)
     assert refused.value.retry_after_s == 30 and upstream.sent == 1  # the upstream was not touched
     reset_timeout_passes(breakers, clock)
-    assert (await stage(request(clock), upstream)).status == 200
+    assert (await stage(make_request(clock), upstream)).status == 200
     assert breakers.get("live", "/v1/users/me").state == "closed"
 
 
 async def test_half_open_lets_exactly_one_trial_through() -> None:
     breakers, clock = board_and_clock()
     stage, upstream = BreakerStage(breakers), Answers(500, 200)
-    await stage(request(clock), upstream)
+    await stage(make_request(clock), upstream)
     reset_timeout_passes(breakers, clock)
     upstream.release.clear()
-    trial = asyncio.create_task(stage(request(clock), upstream))
+    trial = asyncio.create_task(stage(make_request(clock), upstream))
     await asyncio.sleep(0)  # the trial is in flight
     with pytest.raises(CircuitOpen, match="trial is in flight"):
-        await stage(request(clock), upstream)
+        await stage(make_request(clock), upstream)
     upstream.release.set()
     assert (await trial).status == 200 and upstream.sent == 2
 
@@ -71,12 +71,12 @@ async def test_after_a_failed_trial_the_next_trial_is_not_refused() -> None:
     reset_timeout_s was refused as "another replica is probing" on a single process."""
     breakers, clock = board_and_clock()
     stage, upstream = BreakerStage(breakers), Answers(500, 500, 200)
-    await stage(request(clock), upstream)
+    await stage(make_request(clock), upstream)
     reset_timeout_passes(breakers, clock)
-    assert (await stage(request(clock), upstream)).status == 500  # the trial fails: open again
+    assert (await stage(make_request(clock), upstream)).status == 500  # the trial fails: open again
     assert breakers.get("live", "/v1/users/me").state == "open"
     reset_timeout_passes(breakers, clock)
-    assert (await stage(request(clock), upstream)).status == 200
+    assert (await stage(make_request(clock), upstream)).status == 200
     assert breakers.get("live", "/v1/users/me").state == "closed"
 
 
@@ -84,5 +84,5 @@ async def test_4xx_and_429_are_not_failures() -> None:
     breakers, clock = board_and_clock()
     stage, upstream = BreakerStage(breakers), Answers(404, 429, 422)
     for _ in range(3):
-        await stage(request(clock), upstream)
+        await stage(make_request(clock), upstream)
     assert breakers.get("live", "/v1/users/me").state == "closed"

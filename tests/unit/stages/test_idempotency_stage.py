@@ -9,18 +9,17 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from gateway.observability.instruments import IDEMPOTENT_REPLAYS
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.idempotency import IdempotencyStage
 from gateway.store.memory import MemoryStore
-from tests.unit.stages.test_rate_budget_stage import request
+from tests.support.fakes import CountedFacts, make_request
 
 
-class Notes:
-    def __init__(self) -> None:
-        self.replays = 0
-
-    def replayed(self, request: UpstreamRequest) -> None:
-        self.replays += 1
+class Notes(CountedFacts):
+    @property
+    def replays(self) -> int:
+        return self.times(IDEMPOTENT_REPLAYS)
 
 
 class Booking:
@@ -36,7 +35,7 @@ class Booking:
 
 
 def post(clock: ManualClock, key: str = "k1", body: bytes = b'{"a":1}') -> UpstreamRequest:
-    return replace(request(clock), method="POST", target="/v1/bookings", body=body, idempotency_key=key)
+    return replace(make_request(clock), method="POST", target="/v1/bookings", body=body, idempotency_key=key)
 
 
 def stage(notes: Notes) -> IdempotencyStage:

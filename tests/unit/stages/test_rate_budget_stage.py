@@ -6,20 +6,20 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.errors import RateBudgetExhausted
-from gateway.observability.stage_facts import RecordFacts
-from gateway.request.record import RequestRecord
+from gateway.observability.instruments import UPSTREAM_THROTTLED
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.rate_budget import RateBudgetStage
 from gateway.store.memory import MemoryStore
 from gateway.store.protocols import BudgetAsk
+from tests.support.fakes import CountedFacts, make_request
 
 
-class Notes(RecordFacts):
+class Notes(CountedFacts):
     def __init__(self) -> None:
+        super().__init__()
         self.waits: list[float] = []
         self.used: list[tuple[int, int]] = []
         self.rejected: list[str] = []
-        self.throttled: list[float] = []
 
     def budget_admitted(self, request: UpstreamRequest, waited_s: float, used: int, limit: int) -> None:
         super().budget_admitted(request, waited_s, used, limit)
@@ -30,26 +30,21 @@ class Notes(RecordFacts):
         super().budget_rejected(request, limit, waited_s)
         self.rejected.append(limit)
 
-    def upstream_throttled(self, request: UpstreamRequest, pause_s: float) -> None:
-        self.throttled.append(pause_s)
+    @property
+    def throttled(self) -> list[float]:
+        return self.values(UPSTREAM_THROTTLED, "pmc.pause_s")
 
 
 class Terminal:
     """The upstream, faked at the chain's seam: answers what it is told and notes when."""
 
     def __init__(self, clock: ManualClock, *answers: UpstreamResponse) -> None:
-        self.clock, self.answers, self.sent = clock, list(answers), []
+        self.clock, self.answers = clock, list(answers)
+        self.sent: list[float] = []
 
     async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
         self.sent.append(self.clock.monotonic())
         return self.answers.pop(0) if self.answers else UpstreamResponse(200, (), b"{}")
-
-
-def request(clock: ManualClock, client: str = "web", deadline_s: float = 8.0) -> UpstreamRequest:
-    return UpstreamRequest(
-        "GET", "/v1/users/me", "/v1/users/me", (), b"", client, "live", "req_1",
-        clock.monotonic() + deadline_s, RequestRecord("req_1", clock.wall()),
-    )
 
 
 def stage(clock: ManualClock, notes: Notes, *, limit: int = 4, burst: int = 0, max_wait_s: float = 1.0, **kw: object) -> RateBudgetStage:
@@ -61,16 +56,16 @@ async def test_within_the_burst_nothing_waits() -> None:
     clock, notes = ManualClock(), Notes()
     budget, terminal = stage(clock, notes), Terminal(clock)
     for _ in range(4):
-        await budget(request(clock), terminal)
+        await budget(make_request(clock), terminal)
     assert clock.slept == [] and notes.waits == [0.0] * 4 and notes.used[-1] == (4, 4)
 
 
 async def test_beyond_the_burst_a_request_waits_for_its_slot() -> None:
     clock, notes = ManualClock(), Notes()
     budget, terminal = stage(clock, notes, limit=120, burst=1), Terminal(clock)
-    first = request(clock)
+    first = make_request(clock)
     await budget(first, terminal)
-    second = request(clock)
+    second = make_request(clock)
     await budget(second, terminal)
     assert terminal.sent[1] - terminal.sent[0] == pytest.approx(0.5)  # 60 s / 120
     assert notes.waits[1] == pytest.approx(0.5) and second.record.budget_wait_ms == pytest.approx(500)
@@ -79,10 +74,10 @@ async def test_beyond_the_burst_a_request_waits_for_its_slot() -> None:
 async def test_a_request_that_cannot_fit_within_max_wait_is_refused_with_what_held_it() -> None:
     clock, notes = ManualClock(), Notes()
     budget, terminal = stage(clock, notes, limit=2), Terminal(clock)
-    await budget(request(clock), terminal)
-    await budget(request(clock), terminal)
+    await budget(make_request(clock), terminal)
+    await budget(make_request(clock), terminal)
     with pytest.raises(RateBudgetExhausted) as refused:
-        await budget(request(clock), terminal)
+        await budget(make_request(clock), terminal)
     assert refused.value.details == {"limit": "key"} and refused.value.retry_after_s == 61
     assert notes.rejected == ["key"] and len(terminal.sent) == 2 and clock.slept == []
 
@@ -90,27 +85,27 @@ async def test_a_request_that_cannot_fit_within_max_wait_is_refused_with_what_he
 async def test_a_wait_never_passes_the_deadline() -> None:
     clock, notes = ManualClock(), Notes()
     budget, terminal = stage(clock, notes, limit=120, burst=1, max_wait_s=5.0), Terminal(clock)
-    await budget(request(clock), terminal)
+    await budget(make_request(clock), terminal)
     with pytest.raises(RateBudgetExhausted):
-        await budget(request(clock, deadline_s=0.2), terminal)
+        await budget(make_request(clock, deadline_s=0.2), terminal)
 
 
 async def test_a_clients_cap_refuses_as_client() -> None:
     clock, notes = ManualClock(), Notes()
     budget, terminal = stage(clock, notes, limit=10, client_limit=1, max_wait_s=0.0), Terminal(clock)
-    await budget(request(clock), terminal)
+    await budget(make_request(clock), terminal)
     with pytest.raises(RateBudgetExhausted) as refused:
-        await budget(request(clock), terminal)
+        await budget(make_request(clock), terminal)
     assert refused.value.details == {"limit": "client"}
-    await budget(request(clock, client="other"), terminal)
+    await budget(make_request(clock, client="other"), terminal)
 
 
 async def test_an_upstream_429_pauses_the_key_for_its_retry_after() -> None:
     clock, notes = ManualClock(), Notes()
     throttled = UpstreamResponse(429, (("Retry-After", "2"),), b"{}")
     budget, terminal = stage(clock, notes, max_wait_s=5.0), Terminal(clock, throttled)
-    assert (await budget(request(clock), terminal)).status == 429
-    await budget(request(clock, client="other"), terminal)
+    assert (await budget(make_request(clock), terminal)).status == 429
+    await budget(make_request(clock, client="other"), terminal)
     assert notes.throttled == [2.0] and terminal.sent[1] - terminal.sent[0] == pytest.approx(2.0)
 
 
@@ -118,8 +113,8 @@ async def test_rate_limit_headers_hold_the_key_until_their_reset() -> None:
     clock, notes = ManualClock(), Notes()
     last = UpstreamResponse(200, (("RateLimit-Remaining", "0"), ("RateLimit-Reset", "3")), b"{}")
     budget, terminal = stage(clock, notes, limit=100, max_wait_s=5.0), Terminal(clock, last)
-    await budget(request(clock), terminal)
-    await budget(request(clock), terminal)  # outside traffic spent the key: wait for the reset
+    await budget(make_request(clock), terminal)
+    await budget(make_request(clock), terminal)  # outside traffic spent the key: wait for the reset
     assert terminal.sent[1] - terminal.sent[0] == pytest.approx(3.0)
 
 
@@ -128,6 +123,6 @@ async def test_x_ratelimit_reset_as_a_unix_time() -> None:
     reset_at = str(int(clock.wall() + 4))
     last = UpstreamResponse(200, (("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", reset_at)), b"{}")
     budget, terminal = stage(clock, notes, limit=100, max_wait_s=5.0), Terminal(clock, last)
-    await budget(request(clock), terminal)
-    await budget(request(clock), terminal)
+    await budget(make_request(clock), terminal)
+    await budget(make_request(clock), terminal)
     assert terminal.sent[1] - terminal.sent[0] == pytest.approx(4.0, abs=1.0)

@@ -10,30 +10,31 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.observability.instruments import RETRIES, RETRY_BUDGET_EXHAUSTED
+from gateway.observability.names import REASON
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.retry.backoff import Backoff
 from gateway.stages.retry.retry_budget import RetryBudget
 from gateway.stages.retry.stage import RetryStage
-from tests.unit.stages.test_rate_budget_stage import request
+from tests.support.fakes import CountedFacts, make_request
 
 
-class Notes:
-    def __init__(self) -> None:
-        self.retries: list[str] = []
-        self.exhausted = 0
+class Notes(CountedFacts):
+    @property
+    def retries(self) -> list[str]:
+        return self.values(RETRIES, REASON)
 
-    def retried(self, request: UpstreamRequest, reason: str) -> None:
-        self.retries.append(reason)
-
-    def retry_budget_exhausted(self, request: UpstreamRequest) -> None:
-        self.exhausted += 1
+    @property
+    def exhausted(self) -> int:
+        return self.times(RETRY_BUDGET_EXHAUSTED)
 
 
 class Script:
     """Answers or raises, in order; notes each attempt number and when it came."""
 
     def __init__(self, clock: ManualClock, *outcomes: UpstreamResponse | Exception) -> None:
-        self.clock, self.outcomes, self.attempts = clock, list(outcomes), []
+        self.clock, self.outcomes = clock, list(outcomes)
+        self.attempts: list[tuple[int, float]] = []
 
     async def __call__(self, attempt: UpstreamRequest) -> UpstreamResponse:
         self.attempts.append((attempt.attempt, self.clock.monotonic()))
@@ -55,7 +56,7 @@ def stage(clock: ManualClock, notes: Notes, *, attempts: int = 3, percent: float
 async def test_a_get_is_retried_on_5xx_with_jittered_exponential_backoff() -> None:
     clock, notes = ManualClock(), Notes()
     upstream = Script(clock, answer(503), answer(502), answer(200))
-    assert (await stage(clock, notes)(request(clock), upstream)).status == 200
+    assert (await stage(clock, notes)(make_request(clock), upstream)).status == 200
     assert [a for a, _ in upstream.attempts] == [1, 2, 3] and notes.retries == ["status_503", "status_502"]
     assert 0 <= clock.slept[0] <= 0.2 and 0 <= clock.slept[1] <= 0.4  # uniform(0, min(2, 0.1 * 2^n))
 
@@ -63,16 +64,16 @@ async def test_a_get_is_retried_on_5xx_with_jittered_exponential_backoff() -> No
 async def test_retry_after_overrides_the_schedule_and_a_long_one_returns_the_answer() -> None:
     clock, notes = ManualClock(), Notes()
     upstream = Script(clock, answer(429, **{"Retry-After": "2"}), answer(200))
-    assert (await stage(clock, notes)(request(clock), upstream)).status == 200
+    assert (await stage(clock, notes)(make_request(clock), upstream)).status == 200
     assert clock.slept == [2.0]
     late = Script(clock, answer(503, **{"Retry-After": "30"}))
-    assert (await stage(clock, notes)(request(clock, deadline_s=8), late)).status == 503  # past the deadline: at once
+    assert (await stage(clock, notes)(make_request(clock, deadline_s=8), late)).status == 503  # past the deadline: at once
     assert len(late.attempts) == 1
 
 
 async def test_a_post_without_a_key_is_sent_once_but_a_refused_connect_is_retried() -> None:
     clock, notes = ManualClock(), Notes()
-    post = replace(request(clock), method="POST")
+    post = replace(make_request(clock), method="POST")
     once = Script(clock, UpstreamTimeout("timed out", sent=True))
     with pytest.raises(UpstreamTimeout):
         await stage(clock, notes)(post, once)
@@ -85,11 +86,11 @@ async def test_4xx_and_deterministic_failures_are_final() -> None:
     clock, notes = ManualClock(), Notes()
     for outcome in (answer(404), answer(422)):
         upstream = Script(clock, outcome)
-        assert (await stage(clock, notes)(request(clock), upstream)).status == outcome.status
+        assert (await stage(clock, notes)(make_request(clock), upstream)).status == outcome.status
         assert len(upstream.attempts) == 1
     too_large = Script(clock, UpstreamUnavailable("over max_response_bytes", sent=True, retryable=False))
     with pytest.raises(UpstreamUnavailable):
-        await stage(clock, notes)(request(clock), too_large)
+        await stage(clock, notes)(make_request(clock), too_large)
     assert len(too_large.attempts) == 1
 
 
@@ -99,7 +100,7 @@ async def test_the_retry_budget_caps_retries() -> None:
     outcomes = [answer(503)] * 10
     upstream = Script(clock, *outcomes)
     for _ in range(5):
-        await retrying(request(clock), upstream)
+        await retrying(make_request(clock), upstream)
     assert notes.retries == ["status_503"] and notes.exhausted == 5  # the first request wanted a second retry too
 
 
@@ -122,7 +123,7 @@ async def test_a_rotated_key_is_tried_once_more_outside_the_budget() -> None:
     rotated = UpstreamResponse(401, (), b'{"code":"INVALID_TOKEN"}')
     upstream = Script(clock, rotated, answer(200))
     retrying = replace(stage(clock, notes, percent=0, floor=0), keys=RotatedOnce())
-    assert (await retrying(request(clock), upstream)).status == 200
+    assert (await retrying(make_request(clock), upstream)).status == 200
     assert notes.retries == ["credentials_rotated"] and clock.slept == [0.0]
 
 
@@ -139,6 +140,6 @@ async def test_no_backoff_is_slept_toward_a_circuit_that_would_refuse_the_retry(
     circuits = OpenCircuit()
     retry = replace(stage(clock, notes), circuits=circuits)
     upstream = Script(clock, answer(503), answer(200))
-    answered = await retry(request(clock), upstream)
+    answered = await retry(make_request(clock), upstream)
     assert answered.status == 503 and len(upstream.attempts) == 1  # the upstream's own answer, at once
     assert clock.slept == [] and len(circuits.asked) == 1 and notes.retries == []

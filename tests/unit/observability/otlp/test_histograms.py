@@ -11,13 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, Metric
+from opentelemetry.sdk.metrics.export import (
+    Histogram,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Metric,
+)
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.histogram_buckets import SECONDS_BUCKETS
+from gateway.observability.instruments import BUDGET_WAIT, SERVER_DURATION
 from gateway.observability.otlp.histograms import LocalHistograms, attributes_of
-from gateway.observability.telemetry import SECONDS_BUCKETS, Telemetry
+from gateway.observability.telemetry import Telemetry
 from gateway.request.record import RequestRecord
 from gateway.request.types import UpstreamRequest
 from gateway.settings import TelemetrySettings
@@ -47,6 +54,19 @@ def _sdk_points(measurements: list[tuple[float, tuple[str | int | None, ...]]]) 
     return data.resource_metrics[0].scope_metrics[0].metrics[0]
 
 
+def _histogram(metric: Metric) -> Histogram:
+    assert isinstance(metric.data, Histogram)
+    return metric.data
+
+
+def _points(metric: Metric) -> list[HistogramDataPoint]:
+    return list(_histogram(metric).data_points)
+
+
+def _attributes(point: HistogramDataPoint) -> tuple[tuple[str, object], ...]:
+    return tuple(sorted((point.attributes or {}).items()))
+
+
 def _comparable(point: HistogramDataPoint) -> tuple[object, ...]:
     return (
         tuple(sorted(point.attributes.items())) if point.attributes else (),
@@ -68,11 +88,11 @@ def test_local_histogram_collects_what_the_sdk_collects(measurements: list[tuple
     [ours] = local.collect()
     theirs = _sdk_points(measurements)
     assert (ours.name, ours.unit, ours.description) == (theirs.name, theirs.unit, theirs.description)
-    assert ours.data.aggregation_temporality == theirs.data.aggregation_temporality
-    assert sorted(map(_comparable, ours.data.data_points)) == sorted(map(_comparable, theirs.data.data_points))
-    sums = {tuple(sorted(p.attributes.items())): p.sum for p in theirs.data.data_points}
-    for point in ours.data.data_points:
-        assert math.isclose(point.sum, sums[tuple(sorted(point.attributes.items()))], rel_tol=1e-9, abs_tol=1e-12)
+    assert _histogram(ours).aggregation_temporality == _histogram(theirs).aggregation_temporality
+    assert sorted(map(_comparable, _points(ours))) == sorted(map(_comparable, _points(theirs)))
+    sums = {_attributes(p): p.sum for p in _points(theirs)}
+    for point in _points(ours):
+        assert math.isclose(point.sum, sums[_attributes(point)], rel_tol=1e-9, abs_tol=1e-12)
 
 
 def test_a_series_starts_when_first_recorded_and_is_cumulative() -> None:
@@ -81,9 +101,9 @@ def test_a_series_starts_when_first_recorded_and_is_cumulative() -> None:
     histogram = local.create("d", unit="s", description="x", boundaries=(0.1, 1.0), attribute_names=("a",))
     assert local.collect() == []  # no series before the first record, as the SDK
     histogram.record(0.05, ("x",))
-    first = local.collect()[0].data.data_points[0]
+    first = _points(local.collect()[0])[0]
     histogram.record(2.0, ("x",))
-    second = local.collect()[0].data.data_points[0]
+    second = _points(local.collect()[0])[0]
     assert first.start_time_unix_nano == second.start_time_unix_nano < first.time_unix_nano < second.time_unix_nano
     assert (first.count, second.count, tuple(second.bucket_counts)) == (1, 2, (1, 0, 1))
 
@@ -94,7 +114,7 @@ def _record_traffic(telemetry: Telemetry) -> None:
     for seconds in (0.004, 0.18, 0.25, 3.0):
         telemetry.server_finished(method="GET", route="/v1/users/me", status=200, client="booking-web", environment="live", seconds=seconds)
         telemetry.attempt_finished(request, 200, None, seconds / 2)
-        telemetry.budget_waited(request, 0.0)
+        telemetry.measure(BUDGET_WAIT, 0.0, (request.environment, request.client))
     telemetry.server_finished(method="GET", route="/_gateway/health", status=200, client=None, environment=None, seconds=0.001)
     telemetry.attempt_finished(request, None, "timeout", 2.0)
 
@@ -107,7 +127,7 @@ def test_prometheus_exposition_is_the_same_either_way(sdk_path_env: str) -> None
     asked = {sdk_path_env: "always_off" if "EXEMPLAR" in sdk_path_env else "delta"}
     through_sdk = Telemetry(TelemetrySettings(), member_id="t", environ=asked)
     try:
-        assert type(local.server_duration) is not type(through_sdk.server_duration)
+        assert type(local.histogram(SERVER_DURATION)) is not type(through_sdk.histogram(SERVER_DURATION))
         for telemetry in (local, through_sdk):
             _record_traffic(telemetry)
         ours, theirs = generate_latest(local.registry).decode(), generate_latest(through_sdk.registry).decode()

@@ -8,11 +8,13 @@ import asyncio
 import pytest
 
 from gateway.core.clock import ManualClock
+from gateway.observability.instruments import HEDGES
+from gateway.observability.names import OUTCOME
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.settings import HedgingSettings
 from gateway.stages.hedging.latency import LatencyRing
 from gateway.stages.hedging.stage import HedgingStage
-from tests.support.fakes import make_request
+from tests.support.fakes import CountedFacts, make_request
 
 
 class Room:
@@ -30,12 +32,10 @@ class Room:
         return self.retries >= 0
 
 
-class Outcomes:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def hedged(self, request: UpstreamRequest, outcome: str) -> None:
-        self.seen.append(outcome)
+class Outcomes(CountedFacts):
+    @property
+    def seen(self) -> list[str]:
+        return self.values(HEDGES, OUTCOME)
 
 
 class Tries:

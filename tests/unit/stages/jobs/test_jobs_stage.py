@@ -6,30 +6,31 @@ from __future__ import annotations
 import json
 
 from gateway.core.clock import ManualClock
+from gateway.observability.instruments import JOB_POLLS, JOBS
+from gateway.observability.names import OUTCOME, SOURCE
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.stages.jobs.domain import eta_s, preferred_wait
 from gateway.stages.jobs.stage import JobsStage
 from gateway.store.memory import MemoryStore
-from tests.support.fakes import make_request
+from tests.support.fakes import CountedFacts, make_request
 
 
-class Notes:
+class Notes(CountedFacts):
     def __init__(self) -> None:
+        super().__init__()
         self.created: list[str] = []
-        self.polled: list[str] = []
-        self.followed: list[str] = []
 
     def job_created(self, request: UpstreamRequest, job_id: str, upstream_request_id: str | None) -> None:
+        super().job_created(request, job_id, upstream_request_id)
         self.created.append(job_id)
 
-    def job_waited(self, request: UpstreamRequest, seconds: float) -> None:
-        return None
+    @property
+    def polled(self) -> list[str]:
+        return self.values(JOB_POLLS, SOURCE)
 
-    def job_polled(self, request: UpstreamRequest, source: str) -> None:
-        self.polled.append(source)
-
-    def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None:
-        self.followed.append(outcome)
+    @property
+    def followed(self) -> list[str]:
+        return self.values(JOBS, OUTCOME)
 
 
 class Changes:
@@ -51,7 +52,8 @@ class Upstream:
     """202 for the booking; the job pending until ``done_at`` (monotonic), then completed."""
 
     def __init__(self, clock: ManualClock, done_at: float) -> None:
-        self.clock, self.done_at, self.polls_at = clock, done_at, []
+        self.clock, self.done_at = clock, done_at
+        self.polls_at: list[float] = []
 
     async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
         if request.method == "POST":

@@ -9,25 +9,24 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.errors import CircuitOpen, UpstreamTimeout, UpstreamUnavailable
-from gateway.observability.stage_facts import RecordFacts
+from gateway.observability.instruments import READ_INVALIDATIONS
+from gateway.observability.names import SOURCE
 from gateway.request.types import UpstreamRequest, UpstreamResponse
 from gateway.settings import ReadRouteSettings, ReadsSettings
 from gateway.stages.reads.invalidation import ReadInvalidator
 from gateway.stages.reads.rules import ReadRules
 from gateway.stages.reads.stage import ReadsStage
 from gateway.store.memory import MemoryStore
-from tests.support.fakes import ScriptedUpstream, make_request
+from tests.support.fakes import CountedFacts, ScriptedUpstream, make_request
 
 AVAILABILITY = "/v1/availability?eventTypeId=evt_demo&date=2026-03-10&timezone=UTC"
 JSON = (("Content-Type", "application/json"),)
 
 
-class Notes(RecordFacts):
-    def __init__(self) -> None:
-        self.invalidations: list[str] = []
-
-    def read_invalidated(self, source: str) -> None:
-        self.invalidations.append(source)
+class Notes(CountedFacts):
+    @property
+    def invalidations(self) -> list[str]:
+        return self.values(READ_INVALIDATIONS, SOURCE)
 
 
 def answer(body: bytes = b'{"slots":["a"]}', status: int = 200, headers: tuple[tuple[str, str], ...] = JSON) -> UpstreamResponse:
