@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 from prometheus_client.utils import floatToGoString
 
-from gateway.observability.names import Exposition as E
+from gateway.observability import instruments as M
 from gateway.settings import TelemetrySettings
 
-SERVER = f"{E.SERVER_DURATION}"
-ADDED = f"{E.ADDED_LATENCY}"
+SERVER = f"{M.SERVER_DURATION.exposition}"
+ADDED = f"{M.ADDED_LATENCY.exposition}"
 PROXIED = 'pmc_client!=""'
 WINDOWS = ("5m", "30m", "1h", "6h", "3d", "30d")
 BURNS = (  # (burn rate, long window, short window, for, severity of a paging SLO)
@@ -69,7 +69,7 @@ class Slos:
 
 def le(seconds: float) -> str:
     """A bucket bound as the exposition writes it (``le="0.18"``, ``le="1.0"``)."""
-    return floatToGoString(seconds)
+    return str(floatToGoString(seconds))
 
 
 def _rate(metric: str, selector: str, window: str) -> str:
@@ -199,28 +199,28 @@ OPERATIONS = f"""
   - name: pmc-gateway-operations
     rules:
       - alert: PmcGatewayWebhookSignatureFailures
-        expr: sum(increase({E.WEBHOOK_REJECTED}{{reason=~"invalid_signature|stale_timestamp"}}[10m])) > 10
+        expr: sum(increase({M.WEBHOOK_REJECTED.exposition}{{reason=~"invalid_signature|stale_timestamp"}}[10m])) > 10
         for: 5m
         labels: {{severity: page}}
         annotations:
           summary: "more than 10 webhook posts failed signature or timestamp checks in 10 minutes"
           runbook: "Each rejection is logged with requestId, source IP and reason (event webhook_rejected): triage by requestId; a rotated PinmyCal secret missing from webhooks.secret_envs looks like this, so does someone probing the endpoint."
       - alert: PmcGatewayBreakerStuckOpen
-        expr: max by (pmc_environment, http_route) ({E.BREAKER_STATE}) == 2
+        expr: max by (pmc_environment, http_route) ({M.BREAKER_STATE.exposition}) == 2
         for: 5m
         labels: {{severity: page}}
         annotations:
           summary: "the circuit for {{{{ $labels.pmc_environment }}}} {{{{ $labels.http_route }}}} has been open for 5 minutes"
           runbook: "Callers get 503 CIRCUIT_OPEN. Triage by requestId of a recent failure (/_gateway/status recentFailures) to see the upstream answers that opened it."
       - alert: PmcGatewayStoreDown
-        expr: min({E.STORE_UP}) == 0
+        expr: min({M.STORE_UP.exposition}) == 0
         for: 2m
         labels: {{severity: page}}
         annotations:
           summary: "a gateway cannot reach its Redis store: budgets run on the local share, idempotency is per replica, webhooks are refused with 503"
           runbook: "Check Redis; /_gateway/ready on each replica says why. Triage affected requests by requestId."
       - alert: PmcGatewayApiKeyOld
-        expr: max by (pmc_environment) ({E.API_KEY_AGE}) > 90
+        expr: max by (pmc_environment) ({M.API_KEY_AGE.exposition}) > 90
         for: 1h
         labels: {{severity: ticket}}
         annotations:

@@ -26,7 +26,7 @@ async def timers_fire() -> None:
 
 
 async def test_bookkeeping_waits_until_nothing_was_deferred_for_the_quiet_time() -> None:
-    now, done = Now(), []
+    now, done = Now(), list[int]()
     after = AfterAnswer(quiet_s=0.001, max_delay_s=10, now=now)
     for i in range(5):
         after.defer(done.append, i)
@@ -39,7 +39,7 @@ async def test_bookkeeping_waits_until_nothing_was_deferred_for_the_quiet_time()
 
 
 async def test_a_loop_that_is_never_quiet_still_runs_what_waited_too_long() -> None:
-    now, done = Now(), []
+    now, done = Now(), list[int]()
     after = AfterAnswer(quiet_s=0.001, max_delay_s=0.02, now=now)
     for i in range(8):
         after.defer(done.append, i)

@@ -9,6 +9,7 @@ import sys
 import tomllib
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import yaml
@@ -64,7 +65,7 @@ def test_the_wheel_the_image_installs_carries_everything_the_gateway_reads(tmp_p
     assert "pmc-gateway = gateway.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
-def manifests() -> list[dict[str, object]]:
+def manifests() -> list[dict[str, Any]]:
     docs = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
@@ -83,9 +84,9 @@ def test_manifests_validate_against_the_kubernetes_schemas() -> None:
 
 
 def test_deployment_runs_replicas_with_probes_budget_and_secrets() -> None:
-    by_kind: dict[str, list[dict]] = {}
+    by_kind: dict[str, list[dict[str, Any]]] = {}
     for m in manifests():
-        by_kind.setdefault(str(m["kind"]), []).append(m)  # type: ignore[arg-type]
+        by_kind.setdefault(str(m["kind"]), []).append(m)
     deployment = by_kind["Deployment"][0]
     spec = deployment["spec"]
     assert spec["replicas"] >= 3 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

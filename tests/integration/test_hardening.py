@@ -103,7 +103,8 @@ def status_of(response: bytes) -> int:
 
 
 def body_of(response: bytes) -> dict[str, Any]:
-    return json.loads(response.split(b"\r\n\r\n", 1)[1] or b"{}")
+    body: dict[str, Any] = json.loads(response.split(b"\r\n\r\n", 1)[1] or b"{}")
+    return body
 
 
 PIECES = [*"abc./%2eE5cC0fF\\:;@~-_", "%2e", "%2E", "..", "%25", "%2f", "%5c", "%00", "//", "bookings", "users", "me"]

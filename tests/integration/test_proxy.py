@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -36,7 +37,7 @@ ULID_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def envelope(body: bytes) -> dict[str, object]:
-    payload = json.loads(body)
+    payload: dict[str, object] = json.loads(body)
     assert payload["status"] == "error" and payload["source"] == "gateway"
     return payload
 
@@ -178,7 +179,7 @@ async def test_oversized_body_is_413(upstream: ScriptedUpstream, session: aiohtt
         status, _, body = await call(session, "POST", f"{gw.url}/v1/bookings", data=b"x" * 5000, headers={"Content-Type": "application/json"})
         assert (status, envelope(body)["code"]) == (413, "PAYLOAD_TOO_LARGE")
 
-        async def chunks():  # no Content-Length: the limit holds while streaming too
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while streaming too
             for _ in range(10):
                 yield b"y" * 1000
 

@@ -10,6 +10,7 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -38,7 +39,8 @@ async def test_get_retried_until_success(upstream: ScriptedUpstream, session: ai
         record = await gw.components.records.get(headers["X-Request-Id"])
     assert status == 200 and json.loads(body)["third"] is True
     assert headers["X-Gateway-Attempts"] == "3" and len(upstream.received) == 3
-    assert [a["status"] for a in record["attempts"]] == [503, 503, 200]  # type: ignore[index]
+    assert record is not None
+    assert [a["status"] for a in cast(list[dict[str, Any]], record["attempts"])] == [503, 503, 200]
 
 
 async def test_post_without_idempotency_key_is_sent_once(upstream: ScriptedUpstream, session: aiohttp.ClientSession) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
 from tests.support.servers import (
@@ -54,7 +55,7 @@ async def replicas(upstream_url: str, store: dict[str, Any], n: int = 2, **overr
         yield [await stack.enter_async_context(gateway(document)) for _ in range(n)]
 
 
-async def slots(session: aiohttp.ClientSession, url: str) -> tuple[list[str], aiohttp.typedefs.LooseHeaders]:
+async def slots(session: aiohttp.ClientSession, url: str) -> tuple[list[str], CIMultiDict[str]]:
     status, headers, body = await call(session, "GET", url)
     assert status == 200, body
     return json.loads(body)["slots"], headers

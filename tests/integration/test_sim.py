@@ -6,8 +6,10 @@ import asyncio
 import json
 import statistics
 import time
+from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 
 from gateway.tools.sim.server import Faults, SimConfig, Simulator, start_sim
 
@@ -20,8 +22,8 @@ BOOKING = {
 }
 
 
-async def get(session: aiohttp.ClientSession, url: str, **kwargs: object) -> tuple[int, dict[str, object], aiohttp.typedefs.LooseHeaders]:
-    async with session.request(kwargs.pop("method", "GET"), url, **kwargs) as response:  # type: ignore[arg-type]
+async def get(session: aiohttp.ClientSession, url: str, method: str = "GET", **kwargs: Any) -> tuple[int, dict[str, Any], CIMultiDict[str]]:
+    async with session.request(method, url, **kwargs) as response:
         return response.status, json.loads(await response.read()), response.headers.copy()
 
 
@@ -35,7 +37,7 @@ async def test_quickstart_payloads(sim: tuple[str, Simulator], session: aiohttp.
     assert body["status"] == "ok" and body["bookingId"] == "bk_1027"
     assert body["meetingUrl"] == "https://meet.google.com/abc-defg-hij" and str(body["requestId"]).startswith("req_")
     status, body, _ = await get(session, f"{url}/v1/users/me", headers={"Authorization": "Bearer pmc_test_simtest_0001"})
-    assert status == 200 and body["user"]["environment"] == "test"  # type: ignore[index]
+    assert status == 200 and body["user"]["environment"] == "test"
 
 
 async def test_keys_expired_and_malformed(sim: tuple[str, Simulator], session: aiohttp.ClientSession) -> None:
@@ -54,7 +56,7 @@ async def test_field_errors_are_422(sim: tuple[str, Simulator], session: aiohttp
     bad = {**BOOKING, "invitee": {"name": "", "email": "not-an-email"}, "start": "tomorrow"}
     status, body, _ = await get(session, f"{url}/v1/bookings", method="POST", json=bad, headers=LIVE)
     assert status == 422 and body["code"] == "VALIDATION_FAILED"
-    fields = {e["field"] for e in body["errors"]}  # type: ignore[union-attr]
+    fields = {e["field"] for e in body["errors"]}
     assert fields == {"invitee.name", "invitee.email", "start"}
 
 
@@ -68,7 +70,7 @@ async def test_async_jobs_202_then_poll(session: aiohttp.ClientSession) -> None:
         assert polled["state"] == "pending"
         await asyncio.sleep(0.4)
         status, polled, _ = await get(session, f"{url}/v1/jobs/{body['jobId']}", headers=LIVE)
-        assert polled["state"] == "completed" and str(polled["result"]["bookingId"]).startswith("bk_")  # type: ignore[index]
+        assert polled["state"] == "completed" and str(polled["result"]["bookingId"]).startswith("bk_")
     finally:
         await runner.cleanup()
 
@@ -144,12 +146,12 @@ async def test_a_booking_takes_its_slot_and_a_taken_slot_is_409(sim: tuple[str, 
     status, _, _ = await get(session, f"{url}/v1/bookings", method="POST", json=BOOKING, headers=LIVE)
     assert status == 200
     _, after, _ = await get(session, availability, headers=LIVE)
-    assert BOOKING["start"] in before["slots"] and BOOKING["start"] not in after["slots"]  # type: ignore[operator]
-    assert len(after["slots"]) == len(before["slots"]) - 1  # type: ignore[arg-type]
+    assert BOOKING["start"] in before["slots"] and BOOKING["start"] not in after["slots"]
+    assert len(after["slots"]) == len(before["slots"]) - 1
     status, body, _ = await get(session, f"{url}/v1/bookings", method="POST", json=BOOKING, headers=LIVE)
     assert (status, body["code"]) == (409, "SLOT_UNAVAILABLE")
     # a booking made outside the gateway takes a slot of a day lately asked about
     status, body, _ = await get(session, f"{url}/_sim/outside-bookings", method="POST", json={})
     assert status == 200 and simulator.outside_bookings == 1
     _, outside, _ = await get(session, availability, headers=LIVE)
-    assert body["booking"]["start"] not in outside["slots"] and len(outside["slots"]) == len(after["slots"]) - 1  # type: ignore[index, arg-type]
+    assert body["booking"]["start"] not in outside["slots"] and len(outside["slots"]) == len(after["slots"]) - 1

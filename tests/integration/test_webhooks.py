@@ -180,7 +180,8 @@ async def test_exhausted_deliveries_become_dead_letters_and_replay(session: aioh
         dead_url = f"{gw.url}/_gateway/webhooks/dead-letters"
 
         async def dead() -> list[dict[str, Any]]:
-            return json.loads((await call(session, "GET", dead_url, token=ADMIN_TOKEN))[2])["deadLetters"]
+            letters: list[dict[str, Any]] = json.loads((await call(session, "GET", dead_url, token=ADMIN_TOKEN))[2])["deadLetters"]
+            return letters
 
         deadline = time.monotonic() + 10
         while not (letters := await dead()) and time.monotonic() < deadline:
@@ -312,7 +313,7 @@ async def test_tls_1_2_accepted_and_1_1_refused(tmp_path: Path) -> None:
 
             with socket.create_connection(("127.0.0.1", port), 5) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 tls.sendall(b"GET /_gateway/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                return tls.version() + " " + tls.recv(64).decode(errors="replace").split("\r\n")[0]
+                return f"{tls.version()} " + tls.recv(64).decode(errors="replace").split("\r\n")[0]
 
         assert await asyncio.to_thread(handshake, ssl.TLSVersion.TLSv1_2) == "TLSv1.2 HTTP/1.1 200 OK"
         # the server refuses: an alert (plain asyncio) or a closed handshake (uvloop)

@@ -153,7 +153,7 @@ async def gateway(document: dict[str, Any], env: dict[str, str] | None = None, *
     task = asyncio.create_task(
         run_worker(components, stop=stop, on_started=lambda _c, port: started.set_result(port))
     )
-    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     if task in done:
         await task
     running = RunningGateway(f"http://127.0.0.1:{started.result()}", components, stop, task)

@@ -61,11 +61,13 @@ def test_every_refusal_is_the_envelope_with_its_headers_and_no_traceback() -> No
     refusal = errors.RateBudgetExhausted("no slot", retry_after_s=3, details={"limit": "key"})
     answer = envelope_for(refusal, web_request, record)
     count_attempts(answer, record)
+    assert isinstance(answer, web.Response) and answer.body is not None
     body = json.loads(answer.body)  # type: ignore[arg-type]
     assert (answer.status, body["code"], body["limit"], body["source"], body["requestId"]) == (429, "RATE_BUDGET_EXHAUSTED", "key", "gateway", "req_1")
     assert answer.headers["Retry-After"] == "3" and answer.headers["X-Gateway-Attempts"] == "0"
     crash = envelope_for(ZeroDivisionError("boom"), web_request, record)
-    assert crash.status == 500 and b"boom" not in crash.body and json.loads(crash.body)["code"] == "INTERNAL"  # type: ignore[arg-type]
+    assert isinstance(crash, web.Response) and isinstance(crash.body, bytes)
+    assert crash.status == 500 and b"boom" not in crash.body and json.loads(crash.body)["code"] == "INTERNAL"
 
 
 def test_a_followers_copy_of_a_refusal_is_the_same_refusal() -> None:
