@@ -315,8 +315,9 @@ def incident_triage() -> dashboard.Dashboard:
         query(f"sum by (http_response_status_code, error_type) (rate({CLIENT}_count[$__rate_interval]))", "{{http_response_status_code}} {{error_type}}"),
     ))
     d = d.with_panel(series(
-        "Retries", pos(12, 16, 6, 8), "ops",
+        "Retries, and calls an open circuit refused", pos(12, 16, 6, 8), "ops",
         query(f"sum by (http_route, reason) (rate({M.RETRIES.exposition}[$__rate_interval]))", "{{http_route}} {{reason}}", "A"),
+        query(f"sum by (http_route) (rate({M.BREAKER_REFUSED.exposition}[$__rate_interval]))", "circuit open: {{http_route}}", "B"),
     ))
     d = d.with_panel(series(
         "Breakers (0 closed, 1 half-open, 2 open)", pos(18, 16, 6, 8), "none",

@@ -96,6 +96,10 @@ BREAKER_STATE = Instrument(
     "pmc_gateway_breaker_state", "gauge", "Breaker state: 0 closed, 1 half-open, 2 open",
     attributes=(PMC_ENVIRONMENT, HTTP_ROUTE),
 )
+BREAKER_REFUSED = Instrument(
+    "pmc_gateway_breaker_refused", "counter", "Calls answered 503 CIRCUIT_OPEN without reaching the upstream",
+    attributes=(PMC_ENVIRONMENT, HTTP_ROUTE), zero=(PMC_ENVIRONMENT,), event="pmc.breaker.open",
+)
 BUDGET_WAIT = Instrument(
     "pmc_gateway_budget_wait", "histogram", "Time attempts waited for a rate-budget slot", unit="s",
     attributes=(PMC_ENVIRONMENT, PMC_CLIENT), buckets=BUDGET_WAIT_BUCKETS, zero=(PMC_ENVIRONMENT, PMC_CLIENT),

@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.errors import UpstreamFailure
+from gateway.errors import CircuitOpen, UpstreamFailure
+from gateway.observability.instruments import BREAKER_REFUSED
+from gateway.observability.names import PMC_BREAKER
+from gateway.observability.stage_facts import CountsFacts, RecordFacts
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.stages.breaker.board import BreakerBoard
 from gateway.stages.breaker.guarded import UpstreamServerError, is_failure
@@ -19,13 +22,12 @@ from gateway.stages.breaker.guarded import UpstreamServerError, is_failure
 __all__ = ["BreakerBoard", "BreakerStage"]
 
 
-class BreakerObserver(Protocol):
+class BreakerObserver(CountsFacts, Protocol):
     def breaker_checked(self, request: UpstreamRequest, state: str) -> None: ...
 
 
-class _Unobserved:
-    def breaker_checked(self, request: UpstreamRequest, state: str) -> None:
-        return None
+class _Unobserved(RecordFacts):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,11 @@ class BreakerStage:
     async def __call__(self, request: UpstreamRequest, next: Upstream) -> UpstreamResponse:
         breaker = self.board.get(request.environment, request.route)
         self.observer.breaker_checked(request, breaker.state)
-        is_trial = await breaker.admit()
+        try:
+            is_trial = await breaker.admit()
+        except CircuitOpen:
+            self.observer.count(BREAKER_REFUSED, request, detail={PMC_BREAKER: breaker.name})
+            raise
         try:
             response = await next(request)
         except UpstreamFailure as exc:

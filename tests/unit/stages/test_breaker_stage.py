@@ -9,10 +9,12 @@ import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.errors import CircuitOpen
+from gateway.observability.instruments import BREAKER_REFUSED
+from gateway.observability.names import PMC_BREAKER
 from gateway.request.types import UpstreamResponse
 from gateway.stages.breaker.stage import BreakerBoard, BreakerStage
 from gateway.store.memory import MemoryStore
-from tests.support.fakes import make_request
+from tests.support.fakes import CountedFacts, make_request
 
 
 class Answers:
@@ -42,11 +44,13 @@ def reset_timeout_passes(breakers: BreakerBoard, clock: ManualClock) -> None:
 
 async def test_open_refuses_then_one_trial_closes_it() -> None:
     breakers, clock = board_and_clock()
-    stage, upstream = BreakerStage(breakers), Answers(500, 200)
+    notes = CountedFacts()
+    stage, upstream = BreakerStage(breakers, notes), Answers(500, 200)
     assert (await stage(make_request(clock), upstream)).status == 500
     with pytest.raises(CircuitOpen) as refused:
         await stage(make_request(clock), upstream)
     assert refused.value.retry_after_s == 30 and upstream.sent == 1  # the upstream was not touched
+    assert notes.values(BREAKER_REFUSED, PMC_BREAKER) == ["live:/v1/users/me"]  # counted, with its span event's breaker
     reset_timeout_passes(breakers, clock)
     assert (await stage(make_request(clock), upstream)).status == 200
     assert breakers.get("live", "/v1/users/me").state == "closed"
