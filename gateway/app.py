@@ -101,6 +101,7 @@ class Components:
     key_ages: KeyAges
     readiness: Readiness
     ids: MonotonicUlids
+    environ: Mapping[str, str]  # the process environment, read once: a reload resolves secrets from it
     config_path: Path | None = None
     admin_port: int | None = None  # bound port of server.admin_listen, once serving
 
@@ -286,6 +287,7 @@ def build_components(
         extra_snapshot=lambda: {"exposition": metrics.local().decode()},
     )
     return Components(
+        environ=environ,
         settings=settings,
         secrets=secrets,
         clock=clock,

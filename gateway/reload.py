@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +34,7 @@ class Reloadable(Protocol):
 
     settings: Settings
     config_path: Path | None
+    environ: Mapping[str, str]
 
     def swap(self, settings: Settings, secrets: Secrets) -> None: ...
 
@@ -48,10 +49,10 @@ class ReloadResult:
         return {"status": "ok" if self.applied else "refused", "problems": self.problems, "needsRestart": self.needs_restart}
 
 
-def validate(path: Path) -> tuple[settings_module.Settings, settings_module.Secrets]:
+def validate(path: Path, environ: Mapping[str, str]) -> tuple[settings_module.Settings, settings_module.Secrets]:
     """Load and resolve; raises ``ConfigError`` with every problem."""
     loaded = settings_module.load(path)
-    return loaded, settings_module.resolve_secrets(loaded, os.environ)
+    return loaded, settings_module.resolve_secrets(loaded, environ)
 
 
 def reload(target: Reloadable, path: Path | None = None) -> ReloadResult:
@@ -59,7 +60,7 @@ def reload(target: Reloadable, path: Path | None = None) -> ReloadResult:
     if path is None:
         return ReloadResult(False, ["this gateway was not started from a config file"])
     try:
-        new, secrets = validate(path)
+        new, secrets = validate(path, target.environ)
     except ConfigError as exc:
         log.error("reload_refused", problems=exc.problems)
         return ReloadResult(False, exc.problems)
@@ -87,7 +88,7 @@ def reload_or_signal(
         result = reload(target)
         return (200 if result.applied else 422), result.to_json()
     try:
-        validate(target.config_path)
+        validate(target.config_path, target.environ)
     except ConfigError as exc:
         return 422, {"status": "refused", "problems": exc.problems, "needsRestart": []}
     signal_supervisor()
