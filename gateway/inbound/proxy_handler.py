@@ -9,7 +9,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.core.clock import Clock
-from gateway.core.json_bytes import json_object
 from gateway.errors import BadRequest
 from gateway.request import headers as header_rules
 from gateway.request.body import check_json, read_body
@@ -25,16 +24,17 @@ _SNIFF_LIMIT = 256 * 1024
 
 
 def capture_upstream_ids(record: RequestRecord, response: UpstreamResponse) -> None:
-    """Note the upstream's ``requestId`` and a 202's ``jobId`` for the triage record."""
+    """Note the upstream's ``requestId`` and the booking an answer names, for the triage record.
+
+    A request that made a job keeps the 202's requestId (the jobs stage noted it with the job id):
+    the job's final answer is not the request the upstream received from this caller."""
     body = response.body
-    if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"jobId"' not in body and b'"bookingId"' not in body):
+    if len(body) > _SNIFF_LIMIT or (b'"requestId"' not in body and b'"bookingId"' not in body):
         return
-    payload = json_object(body)  # every proxied answer passes here: orjson, the fastest parser at hand
+    payload = response.payload()  # parsed once: the jobs stage may have read this very answer
     if payload is not None:
-        if isinstance(payload.get("requestId"), str):
+        if record.job_id is None and isinstance(payload.get("requestId"), str):
             record.upstream_request_id = payload["requestId"][:128]
-        if response.status == 202 and isinstance(payload.get("jobId"), str):
-            record.job_id = payload["jobId"][:128]
         booking = booking_of(payload)
         if booking:
             record.booking_id = booking

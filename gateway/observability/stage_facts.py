@@ -36,7 +36,7 @@ from gateway.observability.names import (
     RESULT,
 )
 from gateway.observability.telemetry import Telemetry
-from gateway.request.record import AttemptRecord, CacheRecord
+from gateway.request.record import AttemptRecord, CacheRecord, RequestRecord
 from gateway.request.types import UpstreamRequest
 
 NO_LABELS: Mapping[str, Any] = MappingProxyType({})
@@ -113,8 +113,13 @@ class RecordFacts:
         if upstream_request_id:  # the final job answer carries none: the 202's names the upstream request
             request.record.upstream_request_id = upstream_request_id
 
-    def job_waited(self, request: UpstreamRequest, seconds: float) -> None:
+    def job_waited(self, request: UpstreamRequest, seconds: float, polls: RequestRecord | None) -> None:
+        """The caller waited ``seconds`` on its job; ``polls`` is the follow's own record, taken in
+        (None when the caller hung up: its record is written and closed)."""
         request.record.job_wait_ms += seconds * 1000
+        if polls is not None:
+            request.record.attempts.extend(polls.attempts)
+            request.record.budget_wait_ms += polls.budget_wait_ms
 
     def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None:
         self.count(JOBS, request, {OUTCOME: outcome})

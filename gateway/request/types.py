@@ -4,9 +4,10 @@ with ``dataclasses.replace``, so what one stage saw cannot change under another.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from gateway.core.json_bytes import json_object
 from gateway.request.record import RequestRecord
 
 Headers = tuple[tuple[str, str], ...]
@@ -66,12 +67,23 @@ class UpstreamRequest:
         )
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:
     status: int
     headers: Headers  # end-to-end headers from the upstream
     body: bytes
     replayed: bool = False
+    _payload: Any = field(default=_UNPARSED, init=False, compare=False, repr=False)
+
+    def payload(self) -> dict[str, Any] | None:
+        """The body as a JSON object (None when it is not one), parsed once whoever asks:
+        the jobs stage, the credentials check and the triage record all read this."""
+        if self._payload is _UNPARSED:
+            object.__setattr__(self, "_payload", json_object(self.body))
+        return self._payload  # type: ignore[no-any-return]
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import structlog
 
-from gateway.core.json_bytes import json_object
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.settings import EnvironmentSettings, read_api_key
 
@@ -84,7 +83,7 @@ class CredentialSource:
 def is_invalid_token(response: UpstreamResponse) -> bool:
     if response.status != 401:
         return False
-    payload = json_object(response.body)
+    payload = response.payload()
     return payload is not None and payload.get("code") == "INVALID_TOKEN"
 
 

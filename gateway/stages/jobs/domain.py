@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.core.clock import iso_utc_ms
-from gateway.core.json_bytes import json_object
 from gateway.request.stored import decode_answer, encode_answer
 from gateway.request.types import UpstreamResponse
 from gateway.store.protocols import JobStore
@@ -36,7 +35,7 @@ def preferred_wait(headers: tuple[tuple[str, str], ...]) -> int | None:
 
 
 def state_of(response: UpstreamResponse) -> str | None:
-    payload = json_object(response.body)
+    payload = response.payload()
     state = payload.get("state") if payload else None
     return state if isinstance(state, str) else None
 

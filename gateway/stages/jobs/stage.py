@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.clock import Clock
-from gateway.core.json_bytes import json_object
 from gateway.observability.instruments import JOB_POLLS
 from gateway.observability.names import JOB_POLL_SOURCES, SOURCE
 from gateway.observability.stage_facts import CountsFacts
+from gateway.request.record import RequestRecord
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
 from gateway.stages.jobs.domain import (
     FINAL_STATES,
@@ -57,7 +57,7 @@ class BookingChanges(Protocol):
 
 class JobObserver(CountsFacts, Protocol):
     def job_created(self, request: UpstreamRequest, job_id: str, upstream_request_id: str | None) -> None: ...
-    def job_waited(self, request: UpstreamRequest, seconds: float) -> None: ...
+    def job_waited(self, request: UpstreamRequest, seconds: float, polls: RequestRecord | None) -> None: ...
     def job_followed(self, request: UpstreamRequest, outcome: str, seconds: float | None) -> None: ...
 
 
@@ -88,7 +88,7 @@ class JobsStage:
         response = await next(request)
         if response.status != 202:  # the common case: nothing to parse
             return response
-        payload = json_object(response.body)
+        payload = response.payload()
         if not payload or not isinstance(payload.get("jobId"), str):
             return response
         job_id = payload["jobId"][:128]
@@ -105,19 +105,29 @@ class JobsStage:
             return response
         # The last poll is made at the bound and must still fit the request's deadline.
         bound = min(float(wait), self.max_wait_s, request.deadline - self.clock.monotonic() - LAST_POLL_ALLOWANCE_S)
-        task = asyncio.create_task(self._follow(request, job_id, eta_s(payload), bound, next))
+        # The follow's polls go to a record of their own, taken into the caller's once the caller
+        # has its answer: a caller that hung up has had its access line written, and the follow
+        # (which goes on, so the job's story and the shared polls stay whole) must not add to it.
+        polls = RequestRecord(request.request_id, request.record.started_at)
+        task = asyncio.create_task(self._follow(request, polls, job_id, eta_s(payload), bound, next))
         self.following.add(task)
         task.add_done_callback(self.following.discard)
         started = self.clock.monotonic()
+        caller_gone = False
         try:
             final = await asyncio.shield(task)  # the caller hanging up does not end the follow
+        except asyncio.CancelledError:
+            caller_gone = True
+            raise
         finally:
-            self.observer.job_waited(request, self.clock.monotonic() - started)
+            self.observer.job_waited(request, self.clock.monotonic() - started, None if caller_gone else polls)
         if final is None:
             return response  # not final within the wait: the original 202, unchanged
         return UpstreamResponse(final.status, (*final.headers, ("Preference-Applied", f"wait={wait}")), final.body)
 
-    async def _follow(self, request: UpstreamRequest, job_id: str, eta: float | None, bound_s: float, next: Upstream) -> UpstreamResponse | None:
+    async def _follow(
+        self, request: UpstreamRequest, polls: RequestRecord, job_id: str, eta: float | None, bound_s: float, next: Upstream
+    ) -> UpstreamResponse | None:
         started = self.clock.monotonic()
         end = started + bound_s
         delay = min(eta if eta is not None and eta > 0 else FIRST_POLL_MAX_S, FIRST_POLL_MAX_S)
@@ -131,7 +141,7 @@ class JobsStage:
             environment=request.environment,
             request_id=request.request_id,
             deadline=request.deadline,
-            record=request.record,
+            record=polls,
             follow=True,
         )
         while True:
@@ -187,7 +197,7 @@ class JobsStage:
         if response.status == 200 and state in FINAL_STATES:
             fields["final"] = encode(response)
             fields["finishedAt"] = repr(self.clock.wall())
-            booking = booking_of(json_object(response.body))
+            booking = booking_of(response.payload())
             if booking:
                 fields["bookingId"] = booking
             if state == "completed" and self.bookings is not None and "final" not in entry:

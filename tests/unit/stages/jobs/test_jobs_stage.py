@@ -3,7 +3,10 @@ schedule (first poll at the eta or 1 s, backing off, the last at the bound), rep
 
 from __future__ import annotations
 
+import asyncio
 import json
+
+import pytest
 
 from gateway.core.clock import ManualClock
 from gateway.observability.instruments import JOB_POLLS, JOBS
@@ -107,3 +110,48 @@ async def test_a_final_answer_is_replayed_and_a_pending_one_shared_within_the_in
     replay = await jobs(make_request(clock, target="/v1/jobs/job_1", request_id="req_4"), upstream)
     assert ("X-Gateway-Cache", "hit") in replay.headers and len(upstream.polls_at) == 2
     assert notes.polled == ["upstream", "shared", "upstream", "cache"]
+
+
+class RecordingUpstream(Upstream):
+    """The same upstream, noting each attempt in the record it was sent with (as the terminal
+    does), and holding polls while ``hold`` is clear."""
+
+    def __init__(self, clock: ManualClock, done_at: float, notes: Notes) -> None:
+        super().__init__(clock, done_at)
+        self.notes = notes
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.polling = asyncio.Event()
+
+    async def __call__(self, request: UpstreamRequest) -> UpstreamResponse:
+        self.notes.attempt_started(request)
+        if request.method == "GET":
+            self.polling.set()
+            await self.hold.wait()
+        return await super().__call__(request)
+
+
+async def test_a_waiting_caller_takes_the_follows_polls_into_its_record() -> None:
+    clock, notes = ManualClock(), Notes()
+    upstream = RecordingUpstream(clock, done_at=clock.monotonic() + 2.8, notes=notes)
+    request = booking(clock, wait=3)
+    await stage(clock, notes)(request, upstream)
+    assert [a.job_poll for a in request.record.attempts] == [False, True, True, True]
+
+
+async def test_a_caller_that_hung_up_gets_nothing_written_into_its_record_by_the_follow() -> None:
+    clock, notes = ManualClock(), Notes()
+    jobs = stage(clock, notes)
+    upstream = RecordingUpstream(clock, done_at=clock.monotonic() + 2.8, notes=notes)
+    upstream.hold.clear()
+    request = booking(clock, wait=3)
+    caller = asyncio.create_task(jobs(request, upstream))
+    await upstream.polling.wait()
+    caller.cancel()  # the caller hangs up while the first poll is out
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    written = [a.job_poll for a in request.record.attempts]  # what its access line saw
+    upstream.hold.set()
+    await asyncio.gather(*jobs.following)
+    assert written == [False] and [a.job_poll for a in request.record.attempts] == [False]
+    assert notes.followed == ["completed"]  # the follow went on to the end all the same
