@@ -119,7 +119,7 @@ class Components:
         self.secrets = secrets
         self.credentials.replace_all(secrets.api_keys)
         self.clients.replace(settings.clients)
-        self.budget_table.replace(settings)
+        self.budget_table.replace(settings.clients)
         self.relay.replace_secrets(secrets.subscriber_secrets)
         self.key_ages.learn_in_background()
         self.key_ages.warn()
@@ -208,7 +208,7 @@ def build_components(
         environ=environ,
         attempts=observers,
     )
-    budget_table = BudgetTable(settings)
+    budget_table = BudgetTable(settings.clients, settings.environments, settings.budget)
     retry_budget = RetryBudget(
         percent=settings.retry.budget_percent,
         min_per_second=settings.retry.min_retries_per_second,

@@ -17,7 +17,7 @@ from gateway.errors import RateBudgetExhausted
 from gateway.observability.instruments import UPSTREAM_THROTTLED
 from gateway.observability.stage_facts import CountsFacts
 from gateway.request.types import Upstream, UpstreamRequest, UpstreamResponse
-from gateway.settings import Settings
+from gateway.settings import BudgetSettings, ClientSettings, EnvironmentSettings
 from gateway.stages.rate_limit_headers import parse_rate_limit
 from gateway.stages.retry.retry_after import parse_retry_after
 from gateway.store.protocols import BudgetAsk, BudgetStore
@@ -36,15 +36,21 @@ def key_budget(environment: str) -> str:
     return f"env:{environment}"
 
 
+Clients = Mapping[str, ClientSettings]
+Environments = Mapping[str, EnvironmentSettings]
+
+
 class BudgetTable:
-    """Every (client, environment) pair's ask, built at start-up and swapped whole on reload."""
+    """Every (client, environment) pair's ask, built at start-up and swapped whole on reload
+    (clients are reloadable; environments and [budget] need a restart)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.replace(settings)
+    def __init__(self, clients: Clients, environments: Environments, budget: BudgetSettings) -> None:
+        self._environments, self._budget = environments, budget
+        self.replace(clients)
 
-    def replace(self, settings: Settings) -> None:
-        self._table = asks_from(settings)
-        self._section = status_section(settings)
+    def replace(self, clients: Clients) -> None:
+        self._table = asks_from(clients, self._environments, self._budget)
+        self._section = status_section(clients, self._environments, self._budget)
 
     def status_section(self) -> list[dict[str, object]]:
         return self._section
@@ -53,37 +59,37 @@ class BudgetTable:
         return self._table[caller]
 
 
-def status_section(settings: Settings) -> list[dict[str, object]]:
+def status_section(clients: Clients, environments: Environments, budget: BudgetSettings) -> list[dict[str, object]]:
     return [
         {
             "environment": name,
             "limitPerMinute": env.rate_limit_per_minute,
-            "burst": min(settings.budget.burst or env.rate_limit_per_minute, env.rate_limit_per_minute),
-            "fairShare": settings.budget.fair_share,
+            "burst": min(budget.burst or env.rate_limit_per_minute, env.rate_limit_per_minute),
+            "fairShare": budget.fair_share,
             "clients": {
                 client: c.requests_per_minute
-                for client, c in settings.clients.items()
+                for client, c in clients.items()
                 if name in c.environments
             },
-            "shares": {client: c.share for client, c in settings.clients.items() if name in c.environments},
+            "shares": {client: c.share for client, c in clients.items() if name in c.environments},
         }
-        for name, env in settings.environments.items()
+        for name, env in environments.items()
     ]
 
 
-def asks_from(settings: Settings) -> dict[tuple[str, str], BudgetAsk]:
+def asks_from(clients: Clients, environments: Environments, budget: BudgetSettings) -> dict[tuple[str, str], BudgetAsk]:
     table: dict[tuple[str, str], BudgetAsk] = {}
-    for client_name, client in settings.clients.items():
+    for client_name, client in clients.items():
         for env in client.environments:
-            limit = settings.environments[env].rate_limit_per_minute
+            limit = environments[env].rate_limit_per_minute
             table[(client_name, env)] = BudgetAsk(
                 key=key_budget(env),
                 client=client_name,
                 limit=limit,
-                burst=min(settings.budget.burst or limit, limit),
+                burst=min(budget.burst or limit, limit),
                 share=client.share,
                 client_limit=client.requests_per_minute or 0,
-                fair_share=settings.budget.fair_share,
+                fair_share=budget.fair_share,
             )
     return table
 
