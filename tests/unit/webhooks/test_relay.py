@@ -50,15 +50,20 @@ async def accept(store: MemoryStore, clock: ManualClock, event_id: str) -> None:
     assert await store.webhook_accept(event_id, event.to_blob(), 3600, now)
 
 
-async def test_an_acknowledgement_lost_in_an_outage_is_sent_again_and_the_event_does_not_wait_out_its_lease() -> None:
+async def a_round_whose_acknowledgement_is_lost() -> tuple[ManualClock, FinishOutage, RecordingRelay]:
+    """One event, delivered once (and failed) while the store could not take the acknowledgement."""
     clock = ManualClock()
     store = FinishOutage(clock)
     relay = relay_on(store, clock)
     await accept(store, clock, "evt_1")
-
     store.down = True
     assert await relay.run_round()  # delivered (and failed), but the "retry in ~0.1 s" is lost
     store.down = False
+    return clock, store, relay
+
+
+async def test_an_acknowledgement_lost_in_an_outage_is_sent_again_and_the_event_does_not_wait_out_its_lease() -> None:
+    clock, store, relay = await a_round_whose_acknowledgement_is_lost()
     clock.advance(2.0)
     relay.failing = False
     await relay.run_round()  # the kept acknowledgement goes first, so the event is due again at once
@@ -67,14 +72,7 @@ async def test_an_acknowledgement_lost_in_an_outage_is_sent_again_and_the_event_
 
 
 async def test_a_kept_acknowledgement_is_dropped_once_its_lease_has_lapsed() -> None:
-    clock = ManualClock()
-    store = FinishOutage(clock)
-    relay = relay_on(store, clock)
-    await accept(store, clock, "evt_1")
-
-    store.down = True
-    await relay.run_round()
-    store.down = False
+    clock, store, relay = await a_round_whose_acknowledgement_is_lost()
     clock.advance(LEASE_S + 1)  # another relay may own the event now: its lease lapsed
     relay.failing = False
     await relay.run_round()
@@ -83,10 +81,5 @@ async def test_a_kept_acknowledgement_is_dropped_once_its_lease_has_lapsed() -> 
 
 
 async def test_without_the_kept_acknowledgement_the_event_would_be_leased() -> None:
-    clock = ManualClock()
-    store = FinishOutage(clock)
-    relay = relay_on(store, clock)
-    await accept(store, clock, "evt_1")
-    store.down = True
-    await relay.run_round()
+    clock, store, _ = await a_round_whose_acknowledgement_is_lost()
     assert await store.webhook_claim(clock.wall() + 2.0, LEASE_S, 16) == []  # what the resend saves
