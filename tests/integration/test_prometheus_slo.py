@@ -12,6 +12,7 @@ neither firing nor silently resolving.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import re
@@ -199,10 +200,17 @@ async def prometheus_and_gateway(tmp_path: Path, session: aiohttp.ClientSession)
     try:
         async with gateway(document) as gw:
             prom = Prometheus(tmp_path, gw.url.removeprefix("http://"))
+            # The gateway runs in this interpreter, whose heap holds what every earlier test left:
+            # a full collection of it pauses the loop for tens of ms, which the gateway would
+            # book as its own added latency and page on. A serving gateway freezes its start-up
+            # heap (serve.tune_gc); so does this one, for the test.
+            gc.collect()
+            gc.freeze()
             try:
                 await prom.wait_ready(session)
                 yield prom, gw.url, sim_url
             finally:
+                gc.unfreeze()
                 prom.stop()
     finally:
         await runner.cleanup()
