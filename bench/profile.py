@@ -6,6 +6,7 @@ py-spy or perf profile of the serving process.
     .venv/bin/python bench/profile.py --py-spy /tmp/gw.txt # + py-spy raw stacks (which Python line)
     .venv/bin/python bench/profile.py --env OTEL_SDK_DISABLED=true   # ablate a feature by its env
     .venv/bin/python bench/profile.py --memory-store       # without the Redis round trip
+    .venv/bin/python bench/profile.py --hit                # every request a shared-read hit
 
 It uses the bench's own pieces (gateway/tools/bench/runner.py): the simulator at 0 ms, a private
 redis-server and OTLP sink on the other CPU, the gateway pinned to CPU 0. perf and py-spy
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from gateway.tools.bench.runner import CLIENT_TOKEN, Bench, Target, stat_cpu_seconds
+from gateway.tools.bench.runner import CLIENT_TOKEN, HIT_PATH, Bench, Target, stat_cpu_seconds
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
@@ -50,6 +51,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=40_000)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the gateway")
     parser.add_argument("--memory-store", action="store_true")
+    parser.add_argument("--hit", action="store_true", help="load the shared-read hit path (HIT_PATH) instead of /v1/users/me")
     parser.add_argument("--perf", metavar="FILE")
     parser.add_argument("--py-spy", metavar="FILE")
     args = parser.parse_args()
@@ -61,7 +63,8 @@ def main() -> int:
         sink = bench.start_sink()
         extra_env = dict(pair.split("=", 1) for pair in args.env)
         url, pid = bench.start_gateway(sim, store, sink, extra_env)
-        target = Target("pmc-gateway", url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid)
+        path = HIT_PATH if args.hit else "/v1/users/me"
+        target = Target("pmc-gateway", url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid, path=path)
         bench.load(target, 3_000, 16)  # warm up
         watching = profiler(args, pid)
         before = thread_cpu_s(pid)

@@ -8,7 +8,8 @@ global; spans are exported by a batch processor and metrics by a periodic reader
 off the request's critical path. Exemplars are off unless ``OTEL_METRICS_EXEMPLAR_FILTER`` asks
 for them (see ``_exemplar_filter``). Duration histograms use explicit second-based boundaries that include
 the 0.18 s latency target and resolve 100–500 ms; they are aggregated by the gateway itself
-(otlp/histograms.py) unless exemplars or delta/exponential output ask for the SDK's.
+(otlp/histograms.py), and so are the counters (otlp/counters.py), unless exemplars or
+delta/exponential output ask for the SDK's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import CallbackOptions, Counter, Observation
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER, OTEL_SDK_DISABLED
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, ExemplarFilter, MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -62,6 +63,7 @@ from gateway.observability.names import (
     SERVER_PORT,
     URL_FULL,
 )
+from gateway.observability.otlp.counters import Counting
 from gateway.observability.otlp.histograms import (
     DurationHistogram,
     LocalHistograms,
@@ -115,8 +117,8 @@ def _exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter | None:
 
 
 def _records_locally(environ: Mapping[str, str]) -> bool:
-    """True when the duration histograms may bypass the SDK (otlp/histograms.py): the
-    output wanted is cumulative explicit buckets without exemplars, exactly what they produce."""
+    """True when the histograms and counters may bypass the SDK (otlp/histograms.py,
+    otlp/counters.py): the output wanted is cumulative, without exemplars, exactly what they produce."""
     return shares_aggregation(environ) and not environ.get(OTEL_METRICS_EXEMPLAR_FILTER)
 
 
@@ -235,10 +237,14 @@ class Telemetry:
             API_KEY_AGE: self._observe_key_ages,
             BUDGET_USED: self._observe_budget_used,
         }
-        self._counters: dict[Instrument, Counter] = {}
+        self._counters: dict[Instrument, Counting] = {}
         self._histograms: dict[Instrument, DurationHistogram] = {}
         for instrument in INSTRUMENTS:
-            if instrument.kind == "counter":
+            if instrument.kind == "counter" and local is not None:
+                self._counters[instrument] = local.create_counter(
+                    instrument.name, unit=instrument.unit, description=instrument.description, attribute_names=instrument.attributes
+                )
+            elif instrument.kind == "counter":
                 self._counters[instrument] = meter.create_counter(instrument.name, description=instrument.description)
             elif instrument.kind == "gauge":
                 meter.create_observable_gauge(instrument.name, [observe[instrument]], unit=instrument.unit, description=instrument.description)

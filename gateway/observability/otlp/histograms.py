@@ -30,6 +30,8 @@ from opentelemetry.sdk.metrics.export import (
     Metric,
 )
 
+from gateway.observability.otlp.counters import LocalCounter
+
 # Attribute values in a fixed order; ``None`` leaves the attribute out.
 AttributeValues = tuple[str | int | None, ...]
 
@@ -132,12 +134,17 @@ class LocalDurationHistogram:
         return Metric(name=self.name, description=self.description, unit=self.unit, data=data)
 
 
+class Collectable(Protocol):
+    def collect(self, now_ns: int) -> Metric | None: ...
+
+
 class LocalHistograms:
-    """Every local histogram of one application; the reader calls ``collect``."""
+    """Every locally aggregated instrument of one application (these histograms, and the
+    counters of counters.py); the reader calls ``collect``."""
 
     def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self._clock_ns = clock_ns
-        self._histograms: list[LocalDurationHistogram] = []
+        self._histograms: list[Collectable] = []
 
     def create(self, name: str, *, unit: str, description: str, boundaries: Sequence[float], attribute_names: Sequence[str]) -> LocalDurationHistogram:
         histogram = LocalDurationHistogram(
@@ -145,6 +152,11 @@ class LocalHistograms:
         )
         self._histograms.append(histogram)
         return histogram
+
+    def create_counter(self, name: str, *, unit: str, description: str, attribute_names: Sequence[str]) -> LocalCounter:
+        counter = LocalCounter(name, unit=unit, description=description, attribute_names=attribute_names, clock_ns=self._clock_ns)
+        self._histograms.append(counter)
+        return counter
 
     def collect(self) -> list[Metric]:
         now_ns = self._clock_ns()

@@ -22,7 +22,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core.histogram_buckets import SECONDS_BUCKETS
-from gateway.observability.instruments import BUDGET_WAIT, SERVER_DURATION
+from gateway.observability.instruments import BUDGET_WAIT, READS, SERVER_DURATION
 from gateway.observability.otlp.histograms import LocalHistograms, attributes_of
 from gateway.observability.telemetry import Telemetry
 from gateway.request.record import RequestRecord
@@ -115,14 +115,15 @@ def _record_traffic(telemetry: Telemetry) -> None:
         telemetry.server_finished(method="GET", route="/v1/users/me", status=200, client="booking-web", environment="live", seconds=seconds)
         telemetry.attempt_finished(request, 200, None, seconds / 2)
         telemetry.measure(BUDGET_WAIT, 0.0, (request.environment, request.client))
+        telemetry.count(READS, {"http.route": "/v1/availability", "result": "hit"})
     telemetry.server_finished(method="GET", route="/_gateway/health", status=200, client=None, environment=None, seconds=0.001)
     telemetry.attempt_finished(request, None, "timeout", 2.0)
 
 
 @pytest.mark.parametrize("sdk_path_env", ["OTEL_METRICS_EXEMPLAR_FILTER", "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"])
 def test_prometheus_exposition_is_the_same_either_way(sdk_path_env: str) -> None:
-    """Local histograms, or SDK instruments when exemplars or delta output are asked for:
-    a scrape cannot tell which recorded the traffic."""
+    """Local histograms and counters, or SDK instruments when exemplars or delta output are
+    asked for: a scrape cannot tell which recorded the traffic."""
     local = Telemetry(TelemetrySettings(), member_id="t", environ={})
     asked = {sdk_path_env: "always_off" if "EXEMPLAR" in sdk_path_env else "delta"}
     through_sdk = Telemetry(TelemetrySettings(), member_id="t", environ=asked)
