@@ -69,8 +69,6 @@ from gateway.webhooks.routes import webhook_routes
 
 log = structlog.get_logger("gateway.app")
 
-COMPONENTS: web.AppKey[Components] = web.AppKey("components")
-
 
 @dataclass
 class Components:
@@ -443,7 +441,6 @@ def build_app(components: Components) -> web.Application:
     """The aiohttp application for one process, from its components: with ``server.admin_listen``
     set, the callers' routes only (``build_admin_app`` serves the rest on its own address)."""
     app = _application(components)
-    app[COMPONENTS] = components
     app.cleanup_ctx.extend(lifecycle(components))
     callers, operators = _routes(components)
     app.add_routes(callers if components.settings.server.admin_listen else [*operators, *callers])
