@@ -182,9 +182,20 @@ class GatewayProcess:
         return lines
 
     def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, and the exit code. A gateway that does not stop in time is made to dump
+        every thread's stack (PYTHONFAULTHANDLER is on for the processes tests start) into
+        the failure, so a hang in shutdown names its own line."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+            tail = self.stderr_path.read_text(errors="replace")[-6000:]
+            raise AssertionError(f"the gateway did not stop within {timeout} s of SIGTERM; its stacks:\n{tail}") from None
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a supervisor's forked workers too, which would
@@ -206,7 +217,7 @@ def start_gateway_process(document: dict[str, Any], tmp: Path, env: dict[str, st
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path)],
         stdout=stdout_path.open("wb"),
         stderr=stderr_path.open("wb"),
-        env={**os.environ, **BASE_ENV, **(env or {})},
+        env={**os.environ, **BASE_ENV, "PYTHONFAULTHANDLER": "1", **(env or {})},
         start_new_session=True,  # its own process group, so kill() reaches its workers
     )
     running = GatewayProcess(process, f"http://127.0.0.1:{port}", stdout_path, stderr_path, config_path)
