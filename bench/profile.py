@@ -7,6 +7,8 @@ py-spy or perf profile of the serving process.
     .venv/bin/python bench/profile.py --env OTEL_SDK_DISABLED=true   # ablate a feature by its env
     .venv/bin/python bench/profile.py --memory-store       # without the Redis round trip
     .venv/bin/python bench/profile.py --hit                # every request a shared-read hit
+    .venv/bin/python bench/profile.py --reference bare     # the bare aiohttp proxy (or floor, static) alone
+    .venv/bin/python bench/profile.py --hit --ablate no-bookkeeping   # a part switched off (bench/ablate/)
 
 It uses the bench's own pieces (gateway/tools/bench/runner.py): the simulator at 0 ms, a private
 redis-server and OTLP sink on the other CPU, the gateway pinned to CPU 0. perf and py-spy
@@ -26,19 +28,59 @@ import subprocess
 import sys
 import time
 
-from gateway.tools.bench.runner import CLIENT_TOKEN, HIT_PATH, Bench, Target, stat_cpu_seconds
+from gateway.tools.bench.runner import (
+    API_KEY,
+    CLIENT_TOKEN,
+    HIT_PATH,
+    Bench,
+    Target,
+    stat_cpu_seconds,
+)
+
+REFERENCES = {
+    "bare": "gateway.tools.bench.bare_proxy",
+    "floor": "gateway.tools.bench.floor_proxy",
+    "static": "gateway.tools.bench.static_answer",
+}
+ABLATIONS = ("constant-handler", "no-bookkeeping")
+ABLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ablate")
 
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
-    return {tid: stat_cpu_seconds(f"/proc/{pid}/task/{tid}/stat") for tid in os.listdir(f"/proc/{pid}/task")}
+    return {
+        tid: stat_cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+        for tid in os.listdir(f"/proc/{pid}/task")
+    }
 
 
 def profiler(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
     if args.perf:
-        argv = [shutil.which("perf") or "perf", "record", "-F", "999", "-g", "-p", str(pid), "-o", args.perf]
+        argv = [
+            shutil.which("perf") or "perf",
+            "record",
+            "-F",
+            "999",
+            "-g",
+            "-p",
+            str(pid),
+            "-o",
+            args.perf,
+        ]
     elif args.py_spy:
         spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-        argv = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "500", "--nonblocking", "-o", args.py_spy]
+        argv = [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "500",
+            "--nonblocking",
+            "-o",
+            args.py_spy,
+        ]
     else:
         return None
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -47,24 +89,58 @@ def profiler(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | No
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=40_000)
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the gateway")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the gateway",
+    )
     parser.add_argument("--memory-store", action="store_true")
-    parser.add_argument("--hit", action="store_true", help="load the shared-read hit path (HIT_PATH) instead of /v1/users/me")
+    parser.add_argument(
+        "--hit",
+        action="store_true",
+        help="load the shared-read hit path (HIT_PATH) instead of /v1/users/me",
+    )
+    parser.add_argument(
+        "--reference",
+        choices=sorted(REFERENCES),
+        help="measure a reference server instead of the gateway",
+    )
+    parser.add_argument(
+        "--ablate",
+        action="append",
+        default=[],
+        choices=ABLATIONS,
+        help="start the gateway without this part (bench/ablate/sitecustomize.py)",
+    )
     parser.add_argument("--perf", metavar="FILE")
     parser.add_argument("--py-spy", metavar="FILE")
     args = parser.parse_args()
 
-    bench = Bench(argparse.Namespace(redis=None, requests=args.requests, connections=16, repetitions=1))
+    bench = Bench(
+        argparse.Namespace(redis=None, requests=args.requests, connections=16, repetitions=1)
+    )
     try:
         store = None if args.memory_store else bench.start_redis()
         sim, _ = bench.start_sim()
         sink = bench.start_sink()
         extra_env = dict(pair.split("=", 1) for pair in args.env)
-        url, pid = bench.start_gateway(sim, store, sink, extra_env)
-        path = HIT_PATH if args.hit else "/v1/users/me"
-        target = Target("pmc-gateway", url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid, path=path)
+        if args.ablate:
+            extra_env |= {"PYTHONPATH": ABLATE_PATH, "PMC_BENCH_ABLATE": ",".join(args.ablate)}
+        if args.reference:
+            url, pid = bench.start_reference_proxy(REFERENCES[args.reference], sim)
+            target = Target(args.reference, url, [f"Authorization: Bearer {API_KEY}"], pid)
+        else:
+            url, pid = bench.start_gateway(sim, store, sink, extra_env)
+            path = HIT_PATH if args.hit else "/v1/users/me"
+            target = Target(
+                "pmc-gateway", url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid, path=path
+            )
         bench.load(target, 3_000, 16)  # warm up
         watching = profiler(args, pid)
         before = thread_cpu_s(pid)
@@ -73,11 +149,15 @@ def main() -> int:
         if watching is not None:
             watching.send_signal(signal.SIGINT)
             watching.wait(60)
-        threads = {tid: (cpu - before.get(tid, 0.0)) / result["count"] * 1e6 for tid, cpu in after.items()}
+        threads = {
+            tid: (cpu - before.get(tid, 0.0)) / result["count"] * 1e6 for tid, cpu in after.items()
+        }
         summary = {
             "rps": round(result["rps"]),
             "cpu_us_per_request": round(result["cpu_us"], 1),
-            "threads_us_per_request": sorted((round(us, 1) for us in threads.values() if us >= 0.5), reverse=True),
+            "threads_us_per_request": sorted(
+                (round(us, 1) for us in threads.values() if us >= 0.5), reverse=True
+            ),
         }
         print(json.dumps(summary))
     finally:
