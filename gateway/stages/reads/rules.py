@@ -99,8 +99,12 @@ class CallerAsks:
 def entry_key(request: UpstreamRequest) -> str:
     """What makes two reads identical: environment, path and query, ``Accept``. Headers the
     answer ``Vary``-s on are compared against the entry itself (``varies_from``)."""
+    return entry_key_of(request.environment, request.target, header(request.headers, "Accept") or "")
+
+
+def entry_key_of(environment: str, target: str, accept: str) -> str:
     digest = hashlib.sha256()
-    for part in (request.environment, request.target, header(request.headers, "Accept") or ""):
+    for part in (environment, target, accept):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:32]

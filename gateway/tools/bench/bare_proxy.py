@@ -17,20 +17,13 @@ def build(upstream: str) -> web.Application:
     app = web.Application()
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
-        app["session"] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=512), auto_decompress=False
-        )
+        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512), auto_decompress=False)
         yield
         await app["session"].close()
 
     async def proxy(request: web.Request) -> web.Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
-        async with request.app["session"].request(
-            request.method,
-            upstream + request.raw_path,
-            headers=headers,
-            data=await request.read() or None,
-        ) as response:
+        async with request.app["session"].request(request.method, upstream + request.raw_path, headers=headers, data=await request.read() or None) as response:
             body = await response.read()
             out = {k: v for k, v in response.headers.items() if k.lower() not in HOP}
             return web.Response(status=response.status, body=body, headers=out)
@@ -40,9 +33,7 @@ def build(upstream: str) -> web.Application:
     return app
 
 
-def run_reference(
-    build: Callable[[str], web.Application], prog: str, argv: list[str] | None
-) -> int:
+def run_reference(build: Callable[[str], web.Application], prog: str, argv: list[str] | None) -> int:
     """``--upstream URL --port N``: serve ``build(URL)`` on uvloop when installed, no access log."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--upstream", required=True)
@@ -57,14 +48,7 @@ def run_reference(
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    web.run_app(
-        build(args.upstream),
-        host="127.0.0.1",
-        port=args.port,
-        access_log=None,
-        print=None,
-        loop=loop,
-    )
+    web.run_app(build(args.upstream), host="127.0.0.1", port=args.port, access_log=None, print=None, loop=loop)
     return 0
 
 

@@ -23,21 +23,14 @@ def build(upstream: str) -> web.Application:
     origin_url = URL(upstream)
 
     async def origin_ctx(app: web.Application) -> AsyncIterator[None]:
-        app["origin"] = Http1Origin(
-            origin_url.host or "127.0.0.1", origin_url.port or 80, ssl_context=None
-        )
+        app["origin"] = Http1Origin(origin_url.host or "127.0.0.1", origin_url.port or 80, ssl_context=None)
         yield
         await app["origin"].close()
 
     async def proxy(request: web.Request) -> web.Response:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
         answer = await request.app["origin"].request(
-            request.method,
-            request.raw_path,
-            headers,
-            await request.read(),
-            timeout_s=10,
-            connect_timeout_s=5,
+            request.method, request.raw_path, headers, await request.read(), timeout_s=10, connect_timeout_s=5
         )
         out = {k: v for k, v in answer.headers if k.lower() not in HOP}
         return web.Response(status=answer.status, body=answer.body, headers=out)

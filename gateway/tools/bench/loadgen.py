@@ -57,22 +57,13 @@ def request_bytes(host: str, path: str, headers: list[str], request_id: str | No
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def run(
-    url: str,
-    connections: int,
-    requests: int,
-    headers: list[str],
-    unique_ids: bool,
-    timeout_s: float,
-) -> dict[str, object]:
+async def run(url: str, connections: int, requests: int, headers: list[str], unique_ids: bool, timeout_s: float) -> dict[str, object]:
     assert url.startswith("http://")
-    hostport, _, path = url[len("http://") :].partition("/")
+    hostport, _, path = url[len("http://"):].partition("/")
     host, _, port = hostport.partition(":")
     path = "/" + path
     loop = asyncio.get_running_loop()
-    conns = [
-        (await loop.create_connection(Connection, host, int(port)))[1] for _ in range(connections)
-    ]
+    conns = [(await loop.create_connection(Connection, host, int(port)))[1] for _ in range(connections)]
     latencies: list[float] = []
     errors = 0
     issued = 0
@@ -83,11 +74,7 @@ async def run(
         nonlocal issued, errors
         while issued < requests:
             issued += 1
-            payload = (
-                request_bytes(hostport, path, headers, f"bench-{run_id}-{issued}")
-                if unique_ids
-                else fixed
-            )
+            payload = request_bytes(hostport, path, headers, f"bench-{run_id}-{issued}") if unique_ids else fixed
             started = time.perf_counter()
             try:
                 status = await asyncio.wait_for(conn.send(payload), timeout_s)
@@ -107,18 +94,9 @@ async def run(
     latencies.sort()
 
     def pct(q: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
-        )
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
 
-    return {
-        "count": len(latencies),
-        "errors": errors,
-        "seconds": elapsed,
-        "p50": pct(0.5),
-        "p90": pct(0.9),
-        "p99": pct(0.99),
-    }
+    return {"count": len(latencies), "errors": errors, "seconds": elapsed, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,16 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(
-            run(
-                args.url,
-                args.connections,
-                args.requests,
-                args.header,
-                args.unique_ids,
-                args.timeout_s,
-            )
-        )
+        result = runner.run(run(args.url, args.connections, args.requests, args.header, args.unique_ids, args.timeout_s))
     print(json.dumps(result), flush=True)
     return 0
 

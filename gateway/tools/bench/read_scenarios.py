@@ -43,19 +43,8 @@ class ReadScenario:
 
 def read_scenarios(scale: float) -> tuple[ReadScenario, ...]:
     return (
-        ReadScenario(
-            "storm",
-            "ten readers at 1/s (5x the limit), a booking every 6 s through the target, one outside every 10 s",
-            60 * scale,
-            10,
-        ),
-        ReadScenario(
-            "outage",
-            "PinmyCal answers 503 to everything while five services read at 1/s each",
-            40 * scale,
-            5,
-            healthy_first_s=10 * scale,
-        ),
+        ReadScenario("storm", "ten readers at 1/s (5x the limit), a booking every 6 s through the target, one outside every 10 s", 60 * scale, 10),
+        ReadScenario("outage", "PinmyCal answers 503 to everything while five services read at 1/s each", 40 * scale, 5, healthy_first_s=10 * scale),
     )
 
 
@@ -73,9 +62,7 @@ class ReadTally:
     stale_after_booking: int = 0
     worst_stale_s: float = 0.0
     stale_after_webhook: int = 0
-    answers: list[tuple[float, float, str, list[str]]] = field(
-        default_factory=list
-    )  # (started, ended, day, free slots)
+    answers: list[tuple[float, float, str, list[str]]] = field(default_factory=list)  # (started, ended, day, free slots)
 
 
 @dataclass
@@ -87,26 +74,20 @@ class Target:
     headers: dict[str, str]
     sim: Simulator
     tally: ReadTally = field(default_factory=ReadTally)
-    booked_at: dict[str, float] = field(
-        default_factory=dict
-    )  # "day start" → when the booker was answered
+    booked_at: dict[str, float] = field(default_factory=dict)  # "day start" → when the booker was answered
 
 
 def availability(day: str) -> str:
     return f"/v1/availability?eventTypeId={EVENT_TYPE}&date={day}&timezone=UTC"
 
 
-async def _read(
-    session: aiohttp.ClientSession, target: Target, i: int, day: str, outage: Callable[[], bool]
-) -> list[str] | None:
+async def _read(session: aiohttp.ClientSession, target: Target, i: int, day: str, outage: Callable[[], bool]) -> list[str] | None:
     began = time.monotonic()
     down = outage()
     target.tally.reads += 1
     target.tally.reads_during_outage += down
     try:
-        async with session.get(
-            target.base(i) + availability(day), headers=target.headers
-        ) as answer:
+        async with session.get(target.base(i) + availability(day), headers=target.headers) as answer:
             body = await answer.read()
             status, cache = answer.status, answer.headers.get("Cache-Status", "")
     except (aiohttp.ClientError, TimeoutError):
@@ -121,30 +102,18 @@ async def _read(
     return slots
 
 
-async def _reader(
-    session: aiohttp.ClientSession,
-    target: Target,
-    scenario: ReadScenario,
-    n: int,
-    outage: Callable[[], bool],
-) -> None:
+async def _reader(session: aiohttp.ClientSession, target: Target, scenario: ReadScenario, n: int, outage: Callable[[], bool]) -> None:
     started = time.monotonic()
     tasks: list[asyncio.Task[list[str] | None]] = []
     i = 0
     while (due := started + i + n / scenario.readers) < started + scenario.seconds:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        tasks.append(
-            asyncio.create_task(
-                _read(session, target, n + i, STORM_DAYS[(n + i) % len(STORM_DAYS)], outage)
-            )
-        )
+        tasks.append(asyncio.create_task(_read(session, target, n + i, STORM_DAYS[(n + i) % len(STORM_DAYS)], outage)))
         i += 1
     await asyncio.gather(*tasks)
 
 
-async def _booker(
-    session: aiohttp.ClientSession, target: Target, scenario: ReadScenario, rng: random.Random
-) -> None:
+async def _booker(session: aiohttp.ClientSession, target: Target, scenario: ReadScenario, rng: random.Random) -> None:
     started = time.monotonic()
     n = 0
     while (due := started + 3 + n * 6) < started + scenario.seconds:
@@ -155,17 +124,10 @@ async def _booker(
         if not free:
             continue
         start = rng.choice(free)
-        booking = {
-            "eventTypeId": EVENT_TYPE,
-            "invitee": {"name": "Storm", "email": "storm@company.com"},
-            "start": start,
-            "timezone": "UTC",
-        }
+        booking = {"eventTypeId": EVENT_TYPE, "invitee": {"name": "Storm", "email": "storm@company.com"}, "start": start, "timezone": "UTC"}
         target.tally.bookings_tried += 1
         try:
-            async with session.post(
-                target.base(n) + "/v1/bookings", json=booking, headers=target.headers
-            ) as answer:
+            async with session.post(target.base(n) + "/v1/bookings", json=booking, headers=target.headers) as answer:
                 await answer.read()
                 status = answer.status
         except (aiohttp.ClientError, TimeoutError):
@@ -206,9 +168,7 @@ class ReadScenarios:
     """Started before the gateways (they need each scenario's simulator as an environment's
     ``base_url``), driven beside the rate-budget scenarios, then closed."""
 
-    def __init__(
-        self, *, scale: float, latency_ms: float, limit: int, webhook_secret: bytes
-    ) -> None:
+    def __init__(self, *, scale: float, latency_ms: float, limit: int, webhook_secret: bytes) -> None:
         self.plan = read_scenarios(scale)
         self._latency_ms, self._limit, self._secret = latency_ms, limit, webhook_secret
         self._sims: dict[tuple[str, str], tuple[Any, Simulator, str]] = {}
@@ -217,15 +177,8 @@ class ReadScenarios:
         """Each scenario's simulator per side; returns environment → the gateway side's base URL."""
         for scenario in self.plan:
             for side in ("direct", "gateway"):
-                config = SimConfig(
-                    port=0,
-                    rate_limit=self._limit,
-                    faults=Faults(latency_ms=self._latency_ms),
-                    seed=11,
-                    webhook_secret=self._secret,
-                    webhook_base_delay_s=0.2,
-                    webhook_environment=scenario.name,
-                )
+                config = SimConfig(port=0, rate_limit=self._limit, faults=Faults(latency_ms=self._latency_ms), seed=11,
+                                   webhook_secret=self._secret, webhook_base_delay_s=0.2, webhook_environment=scenario.name)
                 runner, port, sim = await start_sim(config)
                 self._sims[(scenario.name, side)] = (runner, sim, f"http://127.0.0.1:{port}")
         return {s.name: self._sims[(s.name, "gateway")][2] for s in self.plan}
@@ -234,62 +187,35 @@ class ReadScenarios:
         for runner, _, _ in self._sims.values():
             await runner.cleanup()
 
-    async def run(
-        self,
-        replicas: list[str],
-        gateway_headers: Callable[[str], dict[str, str]],
-        direct_key: Callable[[str], str],
-    ) -> list[dict[str, Any]]:
-        for (
-            scenario
-        ) in self.plan:  # the gateways' simulators announce bookings to the first replica
+    async def run(self, replicas: list[str], gateway_headers: Callable[[str], dict[str, str]], direct_key: Callable[[str], str]) -> list[dict[str, Any]]:
+        for scenario in self.plan:  # the gateways' simulators announce bookings to the first replica
             sim = self._sims[(scenario.name, "gateway")][1]
             sim.config.webhook_url = f"{replicas[0]}/webhooks/pinmycal"
             sim.start_webhooks()
         targets: dict[tuple[str, str], Target] = {}
         drives = []
         connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=30)
-        ) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
             for scenario in self.plan:
                 _, direct_sim, direct_url = self._sims[(scenario.name, "direct")]
                 gateway_sim = self._sims[(scenario.name, "gateway")][1]
                 sides = (
-                    Target(
-                        "direct",
-                        _always(direct_url),
-                        {"Authorization": f"Bearer {direct_key(scenario.name)}"},
-                        direct_sim,
-                    ),
-                    Target(
-                        "gateway",
-                        lambda i: replicas[i % len(replicas)],
-                        gateway_headers(scenario.name),
-                        gateway_sim,
-                    ),
+                    Target("direct", _always(direct_url), {"Authorization": f"Bearer {direct_key(scenario.name)}"}, direct_sim),
+                    Target("gateway", lambda i: replicas[i % len(replicas)], gateway_headers(scenario.name), gateway_sim),
                 )
                 for target in sides:
                     targets[(scenario.name, target.name)] = target
                     outage = _outage_clock(scenario)
-                    drives += [
-                        _reader(session, target, scenario, n, outage)
-                        for n in range(scenario.readers)
-                    ]
+                    drives += [_reader(session, target, scenario, n, outage) for n in range(scenario.readers)]
                     if scenario.name == "storm":
-                        drives += [
-                            _booker(session, target, scenario, random.Random(5)),
-                            _outside(target, scenario),
-                        ]
+                        drives += [_booker(session, target, scenario, random.Random(5)), _outside(target, scenario)]
                     else:
                         drives.append(_fail_after(target.sim, scenario.healthy_first_s))
             await asyncio.gather(*drives)
             await asyncio.sleep(0.5)  # the last webhooks land
         return [self._rows(scenario, targets) for scenario in self.plan]
 
-    def _rows(
-        self, scenario: ReadScenario, targets: dict[tuple[str, str], Target]
-    ) -> dict[str, Any]:
+    def _rows(self, scenario: ReadScenario, targets: dict[tuple[str, str], Target]) -> dict[str, Any]:
         rows = []
         for side in ("direct", "gateway"):
             target = targets[(scenario.name, side)]
@@ -315,12 +241,7 @@ class ReadScenarios:
                     "staleAfterWebhook": t.stale_after_webhook,
                 }
             )
-        return {
-            "name": scenario.name,
-            "title": scenario.title,
-            "seconds": scenario.seconds,
-            "rows": rows,
-        }
+        return {"name": scenario.name, "title": scenario.title, "seconds": scenario.seconds, "rows": rows}
 
 
 def _always(url: str) -> Callable[[int], str]:
@@ -330,9 +251,7 @@ def _always(url: str) -> Callable[[int], str]:
 def _outage_clock(scenario: ReadScenario) -> Callable[[], bool]:
     """True once the scenario's upstream has gone down (never for a scenario without an outage)."""
     began = time.monotonic()
-    return lambda: (
-        scenario.healthy_first_s > 0 and time.monotonic() - began >= scenario.healthy_first_s
-    )
+    return lambda: scenario.healthy_first_s > 0 and time.monotonic() - began >= scenario.healthy_first_s
 
 
 async def _fail_after(sim: Simulator, seconds: float) -> None:
@@ -357,9 +276,7 @@ def render_read_scenarios(rows: list[dict[str, Any]]) -> list[str]:
                     f"{stale:>28} {row['staleAfterWebhook']:>25}"
                 )
         else:
-            out.append(
-                f"  {'target':8} {'served during the outage':>26} {'marked stale':>13} {'reads 200 in all':>18}"
-            )
+            out.append(f"  {'target':8} {'served during the outage':>26} {'marked stale':>13} {'reads 200 in all':>18}")
             for row in scenario["rows"]:
                 out.append(
                     f"  {row['target']:8} {row['servedDuringOutage']:>10} / {row['readsDuringOutage']:<13} {row['readsStaleMarked']:>13} "

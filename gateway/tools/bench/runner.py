@@ -39,10 +39,7 @@ LOCAL_STORE_TARGET = "pmc-gateway, memory store"
 # The cost ladder (rendered under "where the CPU goes"): each step adds to the one above it.
 COST_LADDER_FLOOR = "aiohttp server + the gateway's upstream transport, no features"
 COST_LADDER_GATEWAYS = (
-    (
-        "+ the gateway's pipeline on the memory store, OTEL_SDK_DISABLED=true",
-        {"OTEL_SDK_DISABLED": "true"},
-    ),
+    ("+ the gateway's pipeline on the memory store, OTEL_SDK_DISABLED=true", {"OTEL_SDK_DISABLED": "true"}),
     ("+ metrics (OTEL_TRACES_SAMPLER=always_off)", {"OTEL_TRACES_SAMPLER": "always_off"}),
 )
 COST_LADDER_TRACES = "+ a traced span pair for every request"
@@ -125,20 +122,8 @@ class Bench:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.notes: list[str] = []
 
-    def spawn(
-        self,
-        argv: list[str],
-        cpus: set[int],
-        env: dict[str, str] | None = None,
-        stdout: Any = subprocess.DEVNULL,
-    ) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            argv,
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            preexec_fn=_pinned(cpus),
-        )
+    def spawn(self, argv: list[str], cpus: set[int], env: dict[str, str] | None = None, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}, preexec_fn=_pinned(cpus))
         self.processes.append(process)
         return process
 
@@ -159,27 +144,10 @@ class Bench:
             return str(self.args.redis)
         binary = shutil.which("redis-server")
         if binary is None:
-            self.notes.append(
-                "no redis-server found: the gateway ran on the memory store (pass --redis URL)"
-            )
+            self.notes.append("no redis-server found: the gateway ran on the memory store (pass --redis URL)")
             return None
         port = _free_port()
-        self.spawn(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            self.other_cpus,
-        )
+        self.spawn([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp)], self.other_cpus)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
@@ -191,38 +159,19 @@ class Bench:
 
     def start_sim(self) -> tuple[str, int]:
         port = _free_port()
-        process = self.spawn(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "sim",
-                "--port",
-                str(port),
-                "--latency-ms",
-                "0",
-                "--rate-limit",
-                "0",
-                "--no-record",
-            ],
-            self.other_cpus,
-        )
+        process = self.spawn([sys.executable, "-m", "gateway.cli", "sim", "--port", str(port), "--latency-ms", "0", "--rate-limit", "0", "--no-record"], self.other_cpus)
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/_sim/faults")
         return url, process.pid
 
     def start_sink(self) -> str:
         port = _free_port()
-        self.spawn(
-            [sys.executable, "-m", "gateway.tools.bench.sink", "--port", str(port)], self.other_cpus
-        )
+        self.spawn([sys.executable, "-m", "gateway.tools.bench.sink", "--port", str(port)], self.other_cpus)
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/health")
         return url
 
-    def start_gateway(
-        self, sim: str, store: str | None, sink: str, extra_env: dict[str, str] | None = None
-    ) -> tuple[str, int]:
+    def start_gateway(self, sim: str, store: str | None, sink: str, extra_env: dict[str, str] | None = None) -> tuple[str, int]:
         port = _free_port()
         config = self.tmp / f"gateway-{port}.toml"
         config.write_text(
@@ -230,7 +179,7 @@ class Bench:
 [server]
 listen = "127.0.0.1:{port}"
 [store]
-url = "{store or "memory://"}"
+url = "{store or 'memory://'}"
 [upstream]
 base_url = "{sim}"
 [environments.live]
@@ -250,21 +199,9 @@ coalesce = true
 fresh_s = 86400
 """
         )
-        env = {
-            "BENCH_API_KEY": API_KEY,
-            "PMC_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BENCH_WEBHOOK_SECRET": "whsec_bench",
-            **(extra_env or {}),
-        }
-        log = (self.tmp / f"gateway-{port}.log").open(
-            "wb"
-        )  # the access log is on: every request writes a line
-        process = self.spawn(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
-            self.proxy_cpu,
-            env,
-            stdout=log,
-        )
+        env = {"BENCH_API_KEY": API_KEY, "PMC_GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN, "BENCH_WEBHOOK_SECRET": "whsec_bench", **(extra_env or {})}
+        log = (self.tmp / f"gateway-{port}.log").open("wb")  # the access log is on: every request writes a line
+        process = self.spawn([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], self.proxy_cpu, env, stdout=log)
         url = f"http://127.0.0.1:{port}"
         _wait_http(f"{url}/_gateway/health")
         return url, process.pid
@@ -272,9 +209,7 @@ fresh_s = 86400
     def start_reference_proxy(self, module: str, sim: str) -> tuple[str, int]:
         """``gateway.tools.bench.bare_proxy`` or ``gateway.tools.bench.floor_proxy``, pinned like the gateway."""
         port = _free_port()
-        process = self.spawn(
-            [sys.executable, "-m", module, "--upstream", sim, "--port", str(port)], self.proxy_cpu
-        )
+        process = self.spawn([sys.executable, "-m", module, "--upstream", sim, "--port", str(port)], self.proxy_cpu)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -285,36 +220,20 @@ fresh_s = 86400
                 time.sleep(0.05)
         raise TimeoutError(f"{module} did not start")
 
-    def load(
-        self, target: Target, requests: int, connections: int, unique_ids: bool = False
-    ) -> dict[str, Any]:
-        argv = [
-            sys.executable,
-            "-m",
-            "gateway.tools.bench.loadgen",
-            "--url",
-            target.url + target.path,
-            "--connections",
-            str(connections),
-            "--requests",
-            str(requests),
-        ]
+    def load(self, target: Target, requests: int, connections: int, unique_ids: bool = False) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "gateway.tools.bench.loadgen", "--url", target.url + target.path, "--connections", str(connections), "--requests", str(requests)]
         for header in target.headers:
             argv += ["--header", header]
         if unique_ids:
             argv.append("--unique-ids")
         cpu_before = _cpu_seconds(target.pid) if target.pid else 0.0
-        out = subprocess.run(
-            argv, capture_output=True, text=True, timeout=900, preexec_fn=_pinned(self.other_cpus)
-        )
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=900, preexec_fn=_pinned(self.other_cpus))
         if out.returncode != 0:
             raise RuntimeError(f"load generator failed: {out.stderr.strip()[-500:]}")
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         result["rps"] = result["count"] / result["seconds"] if result["seconds"] else 0.0
         if target.pid:
-            result["cpu_us"] = (
-                (_cpu_seconds(target.pid) - cpu_before) / max(1, result["count"]) * 1e6
-            )
+            result["cpu_us"] = (_cpu_seconds(target.pid) - cpu_before) / max(1, result["count"]) * 1e6
             result["rss_mb"] = _rss_mb(target.pid)
             result["peak_rss_mb"] = _rss_mb(target.pid, "VmHWM")
         return result
@@ -323,9 +242,7 @@ fresh_s = 86400
         """Where the gateway's CPU goes: the same load through the floor proxy, then gateways
         with features added a step at a time by the standard OpenTelemetry switches."""
         floor_url, floor_pid = self.start_reference_proxy("gateway.tools.bench.floor_proxy", sim)
-        steps = [
-            Target(COST_LADDER_FLOOR, floor_url, [f"Authorization: Bearer {API_KEY}"], floor_pid)
-        ]
+        steps = [Target(COST_LADDER_FLOOR, floor_url, [f"Authorization: Bearer {API_KEY}"], floor_pid)]
         for name, env in COST_LADDER_GATEWAYS:
             url, pid = self.start_gateway(sim, None, sink, env)
             steps.append(Target(name, url, [f"Authorization: Bearer {CLIENT_TOKEN}"], pid))
@@ -336,12 +253,7 @@ fresh_s = 86400
     def set_sim_latency(self, sim: str, fixed_ms: float, long_tailed_ms: float = 0) -> None:
         """The simulator's delay: ``fixed_ms`` plus its long-tailed one with mean ``long_tailed_ms``."""
         faults = {"latencyMs": long_tailed_ms, "extraLatencyMs": fixed_ms}
-        request = urllib.request.Request(
-            f"{sim}/_sim/faults",
-            data=json.dumps(faults).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
+        request = urllib.request.Request(f"{sim}/_sim/faults", data=json.dumps(faults).encode(), method="POST", headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=5).read()
 
     # -- the run -------------------------------------------------------------------------------
@@ -359,26 +271,12 @@ fresh_s = 86400
         local_url, local_pid = self.start_gateway(sim, None, sink)
         bare_url, bare_pid = self.start_reference_proxy("gateway.tools.bench.bare_proxy", sim)
         direct = Target("direct", sim, [f"Authorization: Bearer {API_KEY}"], sim_pid)
-        bare = Target(
-            "bare aiohttp proxy", bare_url, [f"Authorization: Bearer {API_KEY}"], bare_pid
-        )
-        gateway = Target(
-            "pmc-gateway", gateway_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], gateway_pid
-        )
-        sampled = Target(
-            SAMPLED_TARGET, sampled_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], sampled_pid
-        )
-        local = Target(
-            LOCAL_STORE_TARGET, local_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], local_pid
-        )
+        bare = Target("bare aiohttp proxy", bare_url, [f"Authorization: Bearer {API_KEY}"], bare_pid)
+        gateway = Target("pmc-gateway", gateway_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], gateway_pid)
+        sampled = Target(SAMPLED_TARGET, sampled_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], sampled_pid)
+        local = Target(LOCAL_STORE_TARGET, local_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], local_pid)
         # The same gateway answering from its shared cache (Redis): what a read costs once it is shared.
-        hit = Target(
-            HIT_TARGET,
-            gateway_url,
-            [f"Authorization: Bearer {CLIENT_TOKEN}"],
-            gateway_pid,
-            path=HIT_PATH,
-        )
+        hit = Target(HIT_TARGET, gateway_url, [f"Authorization: Bearer {CLIENT_TOKEN}"], gateway_pid, path=HIT_PATH)
         targets = [direct, bare, gateway, hit, sampled]
         ladder = self.start_cost_ladder(sim, sink, local)
 
@@ -388,19 +286,13 @@ fresh_s = 86400
             for target in targets + ladder:
                 target.runs.append(self.load(target, args.requests, args.connections))
 
-        latency: dict[str, list[dict[str, Any]]] = {
-            "direct": [],
-            "gateway": [],
-            LOCAL_STORE_TARGET: [],
-        }
+        latency: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": [], LOCAL_STORE_TARGET: []}
         varying: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
         for _ in range(args.repetitions):
             self.set_sim_latency(sim, 20)
             latency["direct"].append(self.load(direct, args.latency_requests, args.connections))
             latency["gateway"].append(self.load(gateway, args.latency_requests, args.connections))
-            latency[LOCAL_STORE_TARGET].append(
-                self.load(local, args.latency_requests, args.connections)
-            )
+            latency[LOCAL_STORE_TARGET].append(self.load(local, args.latency_requests, args.connections))
             self.set_sim_latency(sim, *VARYING_SIM_MS)
             varying["direct"].append(self.load(direct, args.latency_requests, args.connections))
             varying["gateway"].append(self.load(gateway, args.latency_requests, args.connections))
@@ -412,21 +304,11 @@ fresh_s = 86400
             run = self.load(gateway, chunk, args.connections, unique_ids=True)
             memory.append({"requests": chunk * (i + 1), "rss_mb": run["rss_mb"]})
         return {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "proxy_cpu": sorted(self.proxy_cpu),
-                "other_cpus": sorted(self.other_cpus),
-                "store": "redis" if store else "memory",
-            },
-            "settings": {
-                "requests": args.requests,
-                "connections": args.connections,
-                "repetitions": args.repetitions,
-            },
+            "machine": {"cpus": os.cpu_count(), "proxy_cpu": sorted(self.proxy_cpu), "other_cpus": sorted(self.other_cpus), "store": "redis" if store else "memory"},
+            "settings": {"requests": args.requests, "connections": args.connections, "repetitions": args.repetitions},
             "throughput": {t.name: t.runs for t in targets},
             # Each step adds features to the one before; the last step is "pmc-gateway" above.
-            "cost": [{"step": t.name, "runs": t.runs} for t in ladder]
-            + [{"step": COST_LADDER_LAST, "runs": gateway.runs}],
+            "cost": [{"step": t.name, "runs": t.runs} for t in ladder] + [{"step": COST_LADDER_LAST, "runs": gateway.runs}],
             "latency": latency,
             "varying": varying,
             "memory": memory,
@@ -460,12 +342,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "rss_mb_after": mem[-1]["rss_mb"],
         "rss_growth_second_half_mb": growth,
         "gateway_vs_direct": _median(gw, "rps") / _median(direct, "rps"),
-        "sampled_vs_bare": _median(t[SAMPLED_TARGET], "rps") / _median(bare, "rps")
-        if SAMPLED_TARGET in t
-        else None,
-        "hit_vs_bare": _median(t[HIT_TARGET], "rps") / _median(bare, "rps")
-        if HIT_TARGET in t
-        else None,
+        "sampled_vs_bare": _median(t[SAMPLED_TARGET], "rps") / _median(bare, "rps") if SAMPLED_TARGET in t else None,
+        "hit_vs_bare": _median(t[HIT_TARGET], "rps") / _median(bare, "rps") if HIT_TARGET in t else None,
         "hit_cpu_us": _median(t[HIT_TARGET], "cpu_us") if HIT_TARGET in t else None,
         "bare_cpu_us": _median(bare, "cpu_us"),
     }
@@ -482,18 +360,12 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "RSS flat over the second half (≤ 5 MB)": growth <= 5,
     }
     if targets["hit_vs_bare"] is not None:
-        met["shared-read hit: throughput ≥ bare aiohttp proxy's proxied request"] = (
-            targets["hit_vs_bare"] >= 1.0
-        )
-        met["shared-read hit: CPU < bare aiohttp proxy's"] = (
-            targets["hit_cpu_us"] < targets["bare_cpu_us"]
-        )
+        met["shared-read hit: throughput ≥ bare aiohttp proxy's proxied request"] = targets["hit_vs_bare"] >= 1.0
+        met["shared-read hit: CPU < bare aiohttp proxy's"] = targets["hit_cpu_us"] < targets["bare_cpu_us"]
     return {"figures": targets, "met": met}
 
 
-def _informational_line(
-    label: str, runs: list[dict[str, Any]], direct: list[dict[str, Any]], meaning: str
-) -> list[str]:
+def _informational_line(label: str, runs: list[dict[str, Any]], direct: list[dict[str, Any]], meaning: str) -> list[str]:
     added_p50 = _median(runs, "p50") - _median(direct, "p50")
     added_p99 = _median(runs, "p99") - _median(direct, "p99")
     return [
@@ -507,17 +379,13 @@ def _informational_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     if LOCAL_STORE_TARGET in result["latency"]:
         lines += _informational_line(
-            "(memory store)",
-            result["latency"][LOCAL_STORE_TARGET],
-            result["latency"]["direct"],
+            "(memory store)", result["latency"][LOCAL_STORE_TARGET], result["latency"]["direct"],
             "the same gateway without the shared budget's Redis round trip",
         )
     varying = result.get("varying")
     if varying:
         lines += _informational_line(
-            "(varying 20 ms)",
-            varying["gateway"],
-            varying["direct"],
+            "(varying 20 ms)", varying["gateway"], varying["direct"],
             f"{VARYING_SIM_MS[0]} ms fixed + {VARYING_SIM_MS[1]} long-tailed: the connections drift apart, as callers do",
         )
     return lines
@@ -527,10 +395,7 @@ def _cost_lines(result: dict[str, Any], figures: dict[str, Any]) -> list[str]:
     """The cost ladder: what each group of features adds to the transport floor."""
     if not result.get("cost"):
         return []
-    lines = [
-        "where the CPU goes: the same load, interleaved with the above; each step adds to the one before",
-        f"{'':<72}{'CPU µs/req':>18}{'added':>8}",
-    ]
+    lines = ["where the CPU goes: the same load, interleaved with the above; each step adds to the one before", f"{'':<72}{'CPU µs/req':>18}{'added':>8}"]
     before = None
     for step in result["cost"]:
         cpu = _median(step["runs"], "cpu_us")
@@ -564,16 +429,8 @@ def render(result: dict[str, Any]) -> str:
     f = s["figures"]
     lines += [
         f"ratios: gateway/bare proxy {f['throughput_vs_bare']:.2f} · gateway/direct {f['gateway_vs_direct']:.2f}"
-        + (
-            f" · 10 %-traced gateway/bare proxy {f['sampled_vs_bare']:.2f}"
-            if f["sampled_vs_bare"] is not None
-            else ""
-        )
-        + (
-            f" · shared-read hit/bare proxy {f['hit_vs_bare']:.2f}"
-            if f["hit_vs_bare"] is not None
-            else ""
-        ),
+        + (f" · 10 %-traced gateway/bare proxy {f['sampled_vs_bare']:.2f}" if f["sampled_vs_bare"] is not None else "")
+        + (f" · shared-read hit/bare proxy {f['hit_vs_bare']:.2f}" if f["hit_vs_bare"] is not None else ""),
         "",
         f"added latency at low load: simulator at a fixed 20 ms, same connections (in lockstep: a burst of {cfg['connections']} every 20 ms)",
         f"{'':<22}{'p50 ms':>9}{'p99 ms':>9}",
@@ -595,12 +452,7 @@ def render(result: dict[str, Any]) -> str:
 
 def run_from_args(args: argparse.Namespace) -> int:
     if args.quick:
-        args.requests, args.repetitions, args.latency_requests, args.memory_requests = (
-            3000,
-            1,
-            1000,
-            16000,
-        )
+        args.requests, args.repetitions, args.latency_requests, args.memory_requests = 3000, 1, 1000, 16000
     bench = Bench(args)
     try:
         result = bench.run()

@@ -53,18 +53,8 @@ class Scenario:
 
 def scenarios(scale: float) -> tuple[Scenario, ...]:
     return (
-        Scenario(
-            "bursts",
-            "bursts under the limit: 5 parallel GETs every 10 s (a quarter of the limit)",
-            60 * scale,
-            (Client("web", 0.5, together=5),),
-        ),
-        Scenario(
-            "overload",
-            "three callers at 3x the limit together",
-            30 * scale,
-            tuple(Client(f"caller{i}", 2.0) for i in (1, 2, 3)),
-        ),
+        Scenario("bursts", "bursts under the limit: 5 parallel GETs every 10 s (a quarter of the limit)", 60 * scale, (Client("web", 0.5, together=5),)),
+        Scenario("overload", "three callers at 3x the limit together", 30 * scale, tuple(Client(f"caller{i}", 2.0) for i in (1, 2, 3))),
         Scenario(
             "neighbours",
             "a noisy client (6/s), a batch job (3/s, share 2) and a quiet client (0.5/s) on one key",
@@ -100,14 +90,7 @@ def _key(scenario: str, target: str) -> str:
     return f"pmc_live_{scenario}_{target}_key"
 
 
-def _config(
-    port: int,
-    sim_url: str,
-    redis_url: str,
-    all_scenarios: tuple[Scenario, ...],
-    max_wait_ms: int,
-    reads: dict[str, str],
-) -> str:
+def _config(port: int, sim_url: str, redis_url: str, all_scenarios: tuple[Scenario, ...], max_wait_ms: int, reads: dict[str, str]) -> str:
     lines = [
         f'[server]\nlisten = "127.0.0.1:{port}"\n[store]\nurl = "{redis_url}"\n[upstream]\nbase_url = "{sim_url}"',
         f"[budget]\nmax_wait_ms = {max_wait_ms}\n[retry]\nmax_attempts = 1\n[telemetry]\nprometheus = true",
@@ -115,23 +98,15 @@ def _config(
         '[reads]\ncoalesce = true\n[reads.routes."/v1/availability"]\nfresh_s = 10\nstale_if_error_s = 3600\ninvalidated_by = ["booking"]',
     ]
     for scenario in all_scenarios:
-        lines.append(
-            f'[environments.{scenario.name}]\napi_key_env = "SCENARIO_{scenario.name.upper()}_KEY"\nrate_limit_per_minute = {LIMIT}'
-        )
+        lines.append(f'[environments.{scenario.name}]\napi_key_env = "SCENARIO_{scenario.name.upper()}_KEY"\nrate_limit_per_minute = {LIMIT}')
     for environment, base_url in reads.items():
-        lines.append(
-            f'[environments.{environment}]\napi_key_env = "SCENARIO_{environment.upper()}_KEY"\nrate_limit_per_minute = {LIMIT}\nbase_url = "{base_url}"'
-        )
-    lines.append(
-        f'[clients.{READER}]\ntoken_sha256 = "{token_digest(_token(READER))}"\nenvironments = {json.dumps(sorted(reads))}'
-    )
+        lines.append(f'[environments.{environment}]\napi_key_env = "SCENARIO_{environment.upper()}_KEY"\nrate_limit_per_minute = {LIMIT}\nbase_url = "{base_url}"')
+    lines.append(f'[clients.{READER}]\ntoken_sha256 = "{token_digest(_token(READER))}"\nenvironments = {json.dumps(sorted(reads))}')
     names = sorted({c.name for s in all_scenarios for c in s.clients})
     for name in names:
         share = max(c.share for s in all_scenarios for c in s.clients if c.name == name)
         envs = [s.name for s in all_scenarios if any(c.name == name for c in s.clients)]
-        lines.append(
-            f'[clients.{name}]\ntoken_sha256 = "{token_digest(_token(name))}"\nenvironments = {json.dumps(envs)}\nshare = {share}'
-        )
+        lines.append(f'[clients.{name}]\ntoken_sha256 = "{token_digest(_token(name))}"\nenvironments = {json.dumps(envs)}\nshare = {share}')
     return "\n".join(lines) + "\n"
 
 
@@ -140,12 +115,7 @@ def _token(client: str) -> str:
 
 
 async def _drive(
-    session: aiohttp.ClientSession,
-    scenario: Scenario,
-    client: Client,
-    url: Callable[[int], str],
-    headers: dict[str, str],
-    tally: Tally,
+    session: aiohttp.ClientSession, scenario: Scenario, client: Client, url: Callable[[int], str], headers: dict[str, str], tally: Tally
 ) -> None:
     period = client.together / client.per_second
     started = time.monotonic()
@@ -183,16 +153,10 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     plan = scenarios(scale)
     redis_url = bench.start_redis()
     if redis_url is None:
-        raise SystemExit(
-            "pmc-gateway bench --scenarios: needs redis-server (or --redis URL) for two replicas"
-        )
-    runner, sim_port, sim = await start_sim(
-        SimConfig(port=0, rate_limit=LIMIT, faults=Faults(latency_ms=args.latency_ms), seed=1)
-    )
+        raise SystemExit("pmc-gateway bench --scenarios: needs redis-server (or --redis URL) for two replicas")
+    runner, sim_port, sim = await start_sim(SimConfig(port=0, rate_limit=LIMIT, faults=Faults(latency_ms=args.latency_ms), seed=1))
     sim_url = f"http://127.0.0.1:{sim_port}"
-    reads = ReadScenarios(
-        scale=scale, latency_ms=args.latency_ms, limit=LIMIT, webhook_secret=WEBHOOK_SECRET
-    )
+    reads = ReadScenarios(scale=scale, latency_ms=args.latency_ms, limit=LIMIT, webhook_secret=WEBHOOK_SECRET)
     read_environments = await reads.start()
     env = {f"SCENARIO_{s.name.upper()}_KEY": _key(s.name, "gateway") for s in plan}
     env |= {f"SCENARIO_{name.upper()}_KEY": _key(name, "gateway") for name in read_environments}
@@ -202,56 +166,31 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     for _ in range(2):
         port = _free_port()
         config = bench.tmp / f"scenario-gateway-{port}.toml"
-        config.write_text(
-            _config(port, sim_url, redis_url, plan, args.max_wait_ms, read_environments)
-        )
-        bench.spawn(
-            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
-            bench.other_cpus | bench.proxy_cpu,
-            env,
-        )
+        config.write_text(_config(port, sim_url, redis_url, plan, args.max_wait_ms, read_environments))
+        bench.spawn([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)], bench.other_cpus | bench.proxy_cpu, env)
         replicas.append(f"http://127.0.0.1:{port}")
     for replica in replicas:
         await asyncio.to_thread(_wait_http, f"{replica}/_gateway/health")
 
     tallies: dict[tuple[str, str, str], Tally] = {}
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
-    ) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         drives = []
         for scenario in plan:
             for client in scenario.clients:
                 direct = tallies[(scenario.name, "direct", client.name)] = Tally()
                 through = tallies[(scenario.name, "gateway", client.name)] = Tally()
                 direct_headers = {"Authorization": f"Bearer {_key(scenario.name, 'direct')}"}
-                gateway_headers = {
-                    "Authorization": f"Bearer {_token(client.name)}",
-                    "X-PMC-Environment": scenario.name,
-                }
+                gateway_headers = {"Authorization": f"Bearer {_token(client.name)}", "X-PMC-Environment": scenario.name}
                 # Each client asks its own question (its own query): these scenarios measure the
                 # rate budget, so no client's read joins another's (that is the shared-read scenarios').
                 path = f"/v1/users/me?caller={client.name}"
-                drives.append(
-                    _drive(session, scenario, client, _at((sim_url,), path), direct_headers, direct)
-                )
-                drives.append(
-                    _drive(
-                        session,
-                        scenario,
-                        client,
-                        _at(tuple(replicas), path),
-                        gateway_headers,
-                        through,
-                    )
-                )
+                drives.append(_drive(session, scenario, client, _at((sim_url,), path), direct_headers, direct))
+                drives.append(_drive(session, scenario, client, _at(tuple(replicas), path), gateway_headers, through))
         read_rows = asyncio.create_task(
             reads.run(
                 replicas,
-                lambda name: {
-                    "Authorization": f"Bearer {_token(READER)}",
-                    "X-PMC-Environment": name,
-                },
+                lambda name: {"Authorization": f"Bearer {_token(READER)}", "X-PMC-Environment": name},
                 lambda name: _key(name, "direct"),
             )
         )
@@ -265,12 +204,7 @@ async def _run(args: argparse.Namespace, bench: Bench) -> dict[str, Any]:
     return result
 
 
-def _result(
-    plan: tuple[Scenario, ...],
-    tallies: dict[tuple[str, str, str], Tally],
-    sim: Simulator,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
+def _result(plan: tuple[Scenario, ...], tallies: dict[tuple[str, str, str], Tally], sim: Simulator, args: argparse.Namespace) -> dict[str, Any]:
     sent: dict[str, list[float]] = {}
     for seen in sim.received:
         sent.setdefault(seen["authorization"].removeprefix("Bearer "), []).append(seen["t"])
@@ -287,21 +221,11 @@ def _result(
                         "client": client.name,
                         "asked": sum(tally.statuses.values()),
                         "ok": tally.statuses["ok"],
-                        "refused": {
-                            k.split(":", 1)[1]: v
-                            for k, v in tally.statuses.items()
-                            if k.startswith("refused:")
-                        },
+                        "refused": {k.split(":", 1)[1]: v for k, v in tally.statuses.items() if k.startswith("refused:")},
                         "upstream429": tally.statuses["upstream429"],
-                        "otherErrors": sum(
-                            v
-                            for k, v in tally.statuses.items()
-                            if k.startswith(("status:", "error"))
-                        ),
+                        "otherErrors": sum(v for k, v in tally.statuses.items() if k.startswith(("status:", "error"))),
                         "p50Ms": round(statistics.median(lat) * 1000, 1) if lat else None,
-                        "p99Ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1)
-                        if lat
-                        else None,
+                        "p99Ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1) if lat else None,
                     }
                 )
         scenario_rows.append(
@@ -310,19 +234,10 @@ def _result(
                 "title": scenario.title,
                 "seconds": scenario.seconds,
                 "rows": rows,
-                "mostSentIn60s": {
-                    t: _most_in_a_minute(sent.get(_key(scenario.name, t), []))
-                    for t in ("direct", "gateway")
-                },
+                "mostSentIn60s": {t: _most_in_a_minute(sent.get(_key(scenario.name, t), [])) for t in ("direct", "gateway")},
             }
         )
-    return {
-        "limitPerMinute": LIMIT,
-        "latencyMs": args.latency_ms,
-        "maxWaitMs": args.max_wait_ms,
-        "replicas": 2,
-        "scenarios": scenario_rows,
-    }
+    return {"limitPerMinute": LIMIT, "latencyMs": args.latency_ms, "maxWaitMs": args.max_wait_ms, "replicas": 2, "scenarios": scenario_rows}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -332,25 +247,16 @@ def render(result: dict[str, Any]) -> str:
     ]
     for scenario in result["scenarios"]:
         out += ["", f"{scenario['name']} ({scenario['seconds']:g} s): {scenario['title']}"]
-        out.append(
-            f"  {'target':8} {'client':8} {'asked':>6} {'200':>6} {'refused (limit)':>22} {'upstream 429':>13} {'p50 ms':>8} {'p99 ms':>8} {'added p50/p99':>14}"
-        )
+        out.append(f"  {'target':8} {'client':8} {'asked':>6} {'200':>6} {'refused (limit)':>22} {'upstream 429':>13} {'p50 ms':>8} {'p99 ms':>8} {'added p50/p99':>14}")
         direct = {row["client"]: row for row in scenario["rows"] if row["target"] == "direct"}
         for row in scenario["rows"]:
             refused = ", ".join(f"{k} {v}" for k, v in sorted(row["refused"].items())) or "0"
             p50 = "-" if row["p50Ms"] is None else f"{row['p50Ms']:.1f}"
             p99 = "-" if row["p99Ms"] is None else f"{row['p99Ms']:.1f}"
             base, added = direct[row["client"]], ""
-            if row["target"] == "gateway" and None not in (
-                row["p50Ms"],
-                row["p99Ms"],
-                base["p50Ms"],
-                base["p99Ms"],
-            ):
+            if row["target"] == "gateway" and None not in (row["p50Ms"], row["p99Ms"], base["p50Ms"], base["p99Ms"]):
                 added = f"{row['p50Ms'] - base['p50Ms']:+.1f}/{row['p99Ms'] - base['p99Ms']:+.1f}"
-            out.append(
-                f"  {row['target']:8} {row['client']:8} {row['asked']:>6} {row['ok']:>6} {refused:>22} {row['upstream429']:>13} {p50:>8} {p99:>8} {added:>14}"
-            )
+            out.append(f"  {row['target']:8} {row['client']:8} {row['asked']:>6} {row['ok']:>6} {refused:>22} {row['upstream429']:>13} {p50:>8} {p99:>8} {added:>14}")
         most = scenario["mostSentIn60s"]
         out.append(
             f"  most requests any rolling 60 s sent to the upstream: direct {most['direct']}, "

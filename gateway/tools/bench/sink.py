@@ -23,13 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return web.json_response(received)
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.add_routes(
-        [
-            web.post("/v1/traces", accept),
-            web.post("/v1/metrics", accept),
-            web.get("/health", health),
-        ]
-    )
+    app.add_routes([web.post("/v1/traces", accept), web.post("/v1/metrics", accept), web.get("/health", health)])
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
     return 0
 
