@@ -35,13 +35,10 @@ if "constant-handler" in _ABLATE:
     from aiohttp import web
 
     from gateway.inbound import proxy_handler
-    from gateway.tools.bench.static_answer import BODY
+    from gateway.tools.bench.static_answer import answer
 
     def _constant(**_: object) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def handle(request: web.Request) -> web.Response:
-            return web.Response(status=200, body=BODY, headers={"Content-Type": "application/json"})
-
-        return handle
+        return answer
 
     proxy_handler.proxy_handler = _constant
 

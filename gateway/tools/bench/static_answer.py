@@ -13,12 +13,12 @@ from gateway.tools.bench.bare_proxy import run_reference
 BODY = b'{"slots":[' + b",".join(b'"2026-12-0%dT09:00:00Z"' % day for day in range(1, 10)) + b"]}"
 
 
+async def answer(request: web.Request) -> web.Response:
+    return web.Response(status=200, body=BODY, headers={"Content-Type": "application/json"})
+
+
 def build(upstream: str) -> web.Application:
     app = web.Application()
-
-    async def answer(request: web.Request) -> web.Response:
-        return web.Response(status=200, body=BODY, headers={"Content-Type": "application/json"})
-
     app.router.add_route("*", "/{tail:.*}", answer)
     return app
 
